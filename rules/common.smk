@@ -1,0 +1,134 @@
+# Config validation, wildcard constraints and input functions (the only Python in the rules).
+import json
+import os
+import sys
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# Rules call `python -m matchrepro`: make that the interpreter running Snakemake (a venv that
+# is not activated), unless a conda env of a rule (--sdm conda) puts its own first.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+from matchrepro.config import effective_features, effective_resize, validate_config
+from matchrepro.errors import ConfigError
+
+try:
+    validate_config(config, "config")
+except ConfigError as e:
+    raise WorkflowError(f"matchrepro: {e}") from None
+
+
+def _names(section):
+    return "|".join(sorted(config[section])) or "__none__"
+
+
+wildcard_constraints:
+    dataset=_names("datasets"),
+    method=_names("methods"),
+    features=_names("features"),
+    protocol=_names("protocols"),
+    weights=_names("weights"),
+    model=_names("training"),
+    prep=_names("preprocessing"),
+
+
+def spec(**blocks):
+    """A JSON object of config blocks, passed to the CLI as one quoted argument; as a param
+    it also makes Snakemake re-run a step exactly when one of its blocks changes."""
+    return json.dumps(blocks, sort_keys=True)
+
+
+def dataset_root(dataset):
+    """Folder of a dataset: built (demo), downloaded, or given (local: no rule makes it)."""
+    return config["datasets"][dataset]["root"]
+
+
+def get_dataset_input(wildcards):
+    d = config["datasets"][wildcards.dataset]
+    return [] if d["source"] == "local" else [dataset_root(wildcards.dataset)]
+
+
+def weights_path(name):
+    """A weights file: downloaded (``weights:``) or trained (``training:``)."""
+    if name in config["weights"]:
+        return f"resources/weights/{name}.pth"
+    return f"results/training/{name}/model_best.pth"
+
+
+def get_match_inputs(wildcards):
+    m = config["methods"][wildcards.method]
+    inputs = {"dataset": get_dataset_input(wildcards)}
+    if m["features"]:
+        inputs["features"] = f"results/features/{m['features']}/{wildcards.dataset}.h5"
+    if m["weights"]:
+        inputs["weights"] = weights_path(m["weights"])
+    return inputs
+
+
+def get_feature_inputs(wildcards):
+    f = config["features"][wildcards.features]
+    inputs = {"dataset": get_dataset_input(wildcards)}
+    if f["weights"]:
+        inputs["weights"] = weights_path(f["weights"])
+    return inputs
+
+
+def features_arg(wildcards, input):
+    return f"--features {input.features}" if "features" in input.keys() else ""
+
+
+def extract_spec(wildcards):
+    return spec(
+        dataset=config["datasets"][wildcards.dataset],
+        features=effective_features(config, wildcards.features, wildcards.dataset),
+        resize=effective_resize(config, wildcards.dataset, features=wildcards.features),
+    )
+
+
+def match_spec(wildcards):
+    m = config["methods"][wildcards.method]
+    f = m["features"]
+    return spec(
+        dataset=config["datasets"][wildcards.dataset],
+        method=m,
+        features=effective_features(config, f, wildcards.dataset) if f else None,
+        resize=effective_resize(config, wildcards.dataset, wildcards.method, f),
+    )
+
+
+def evaluate_spec(wildcards):
+    m = config["methods"][wildcards.method]
+    f = m["features"]
+    budget = effective_features(config, f, wildcards.dataset)["max_keypoints"] if f else None
+    return spec(
+        dataset=config["datasets"][wildcards.dataset],
+        method=m,
+        protocol=config["protocols"][wildcards.protocol],
+        resize=effective_resize(config, wildcards.dataset, wildcards.method, f),
+        max_keypoints=budget,
+    )
+
+
+def get_all_metrics(wildcards=None):
+    return [
+        f"results/metrics/{m}/{b['dataset']}/{p}.json"
+        for b in config["benchmarks"].values()
+        for m in b["methods"]
+        for p in b["protocols"]
+    ]
+
+
+def tables_spec(wildcards=None):
+    return spec(benchmarks={n: b["dataset"] for n, b in config["benchmarks"].items()})
+
+
+def train_inputs(wildcards):
+    t = config["training"][wildcards.model]
+    inputs = {"data": f"resources/preprocessed/{t['data']}"}
+    if t["init"]:
+        inputs["init"] = weights_path(t["init"])
+    return inputs
+
+
+def preprocess_inputs(wildcards):
+    p = config["preprocessing"][wildcards.prep]
+    return {"dataset": dataset_root(p["dataset"])} if config["datasets"][p["dataset"]]["source"] != "local" else {}

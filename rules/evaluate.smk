@@ -1,0 +1,42 @@
+# Evaluate: metrics from cached predictions under each named protocol, then tables.
+
+
+rule evaluate:
+    input:
+        predictions="results/matches/{method}/{dataset}.h5",
+        dataset=get_dataset_input,
+    output:
+        summary="results/metrics/{method}/{dataset}/{protocol}.json",
+        pairs="results/metrics/{method}/{dataset}/{protocol}_pairs.csv",
+    log:
+        "logs/evaluate/{method}/{dataset}/{protocol}.log",
+    benchmark:
+        "results/runtime/evaluate/{method}/{dataset}/{protocol}.tsv"
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        spec=evaluate_spec,
+    shell:
+        "python -m matchrepro evaluate --spec {params.spec:q} --predictions {input.predictions}"
+        " --out {output.summary} --pairs-out {output.pairs} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        get_all_metrics,
+    output:
+        directory("results/tables"),
+    log:
+        "logs/tables.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        spec=tables_spec,
+    shell:
+        "python -m matchrepro tables --spec {params.spec:q} --results {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,3 @@
+from matchrepro.cli import main
+
+raise SystemExit(main())

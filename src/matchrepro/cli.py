@@ -1,0 +1,132 @@
+"""Command-line entry points called by the workflow rules (usable without Snakemake).
+
+Each verb takes a ``--spec`` JSON object holding the config blocks it needs (the rule passes
+them, so Snakemake re-runs a step exactly when its blocks change) and writes its outputs
+atomically. Errors print one line ``error: ...`` and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from matchrepro.errors import MatchReproError, NotYetAvailableError
+
+
+def _spec(text: str) -> dict:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MatchReproError(f"--spec is not valid JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise MatchReproError("--spec must be a JSON object")
+    return spec
+
+
+def cmd_build_demo(a) -> None:
+    from matchrepro.demo.builders import BUILDERS
+
+    ds = _spec(a.spec)["dataset"]
+    cfg = dict(ds["demo"], pairs_file=ds.get("pairs_file"))
+    BUILDERS[cfg["kind"]](a.out, cfg)
+
+
+def cmd_extract(a) -> None:
+    from matchrepro.pipeline.extract import extract_features
+
+    extract_features(_spec(a.spec), a.out)
+
+
+def cmd_match(a) -> None:
+    from matchrepro.pipeline.match import match_pairs
+
+    match_pairs(_spec(a.spec), a.out, a.features)
+
+
+def cmd_evaluate(a) -> None:
+    from matchrepro.evaluation.evaluate import evaluate
+
+    r = evaluate(_spec(a.spec), a.predictions, a.out, a.pairs_out)
+    print(json.dumps({"method": r["method"], "protocol": r["protocol"], **r["summary"]}, default=str))
+
+
+def cmd_tables(a) -> None:
+    from matchrepro.reporting.tables import load_results, write_tables
+
+    spec = _spec(a.spec)
+    for p in write_tables(load_results(a.results), spec["benchmarks"], a.out):
+        print(p)
+
+
+def cmd_check_config(a) -> None:
+    from matchrepro.config import load_config
+
+    cfg = load_config(a.config)
+    print(f"{a.config}: OK ({len(cfg['datasets'])} datasets, {len(cfg['methods'])} methods, "
+          f"{len(cfg['benchmarks'])} benchmarks)")
+
+
+def _later(verb: str, issue: str):
+    def run(a) -> None:
+        raise NotYetAvailableError(f"'{verb}' is not implemented in this version yet ({issue})")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m matchrepro", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, fn, help_):
+        s = sub.add_parser(name, help=help_)
+        s.set_defaults(fn=fn)
+        return s
+
+    s = verb("build-demo", cmd_build_demo, "build a demo dataset in its real on-disk format")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True, help="dataset root folder to create")
+    s = verb("extract", cmd_extract, "extract local features for a dataset")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True)
+    s = verb("match", cmd_match, "match all pairs of a dataset into a predictions cache")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--features", default=None)
+    s.add_argument("--out", required=True)
+    s = verb("evaluate", cmd_evaluate, "evaluate cached predictions under a protocol")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--out", required=True, help="summary JSON")
+    s.add_argument("--pairs-out", required=True, help="per-pair CSV")
+    s = verb("tables", cmd_tables, "write one CSV and Markdown table per benchmark")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--results", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s = verb("check-config", cmd_check_config, "validate a config file")
+    s.add_argument("config")
+    for name, issue in [
+        ("download", "issue #3: dataset downloads"),
+        ("fetch-weights", "issue #3: weight downloads"),
+        ("preprocess", "issue #3: MegaDepth preprocessing"),
+        ("train", "issues #4 and #5: Patch2Pix and IMP training"),
+        ("plots", "issue #6: plots"),
+    ]:
+        s = verb(name, _later(name, issue), f"(later: {issue})")
+        s.add_argument("--spec", default="{}")
+        s.add_argument("--out", default=None)
+        s.add_argument("inputs", nargs="*")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except MatchReproError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

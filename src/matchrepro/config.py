@@ -1,0 +1,174 @@
+"""Load and validate the workflow configuration.
+
+The JSON schema ``schemas/config.schema.yaml`` is the documentation of every key; it is
+applied when the Snakefile is parsed and by the CLI. Defaults from the schema are filled in,
+unknown keys are errors, and every error is one line naming the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from matchrepro.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(cls):
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if prop not in instance:
+                    default = _default_of(validator, sub)
+                    if default is not _MISSING:
+                        instance[prop] = copy.deepcopy(default)
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_MISSING = object()
+_ROOT_SCHEMA: dict = {}
+
+
+def _default_of(validator, sub):
+    if "default" in sub:
+        return sub["default"]
+    if "$ref" in sub:  # local references only ("#/$defs/...")
+        target = _ROOT_SCHEMA
+        for part in sub["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        return target.get("default", _MISSING)
+    return _MISSING
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _path_of(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` in place (filling defaults) and check cross references.
+
+    Raises:
+        ConfigError: ``<source>: <key.path>: <what is wrong>`` on the first problem found.
+    """
+    schema = load_schema()
+    _ROOT_SCHEMA.clear()
+    _ROOT_SCHEMA.update(schema)
+    validator = _Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)))
+    if errors:
+        e = errors[0]
+        msg = e.message
+        if e.validator == "additionalProperties":
+            extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+            key = _path_of(e)
+            full = ".".join(p for p in [key if key != "<top level>" else "", extra[0] if extra else ""] if p)
+            raise ConfigError(f"{source}: unknown key '{full}'")
+        if e.validator == "required":
+            missing = [r for r in e.validator_value if r not in e.instance]
+            key = _path_of(e)
+            full = ".".join(p for p in [key if key != "<top level>" else "", missing[0]] if p)
+            raise ConfigError(f"{source}: missing key '{full}'")
+        raise ConfigError(f"{source}: {_path_of(e)}: {msg}")
+    _check_references(config, source)
+    _fill_derived(config, source)
+    return config
+
+
+def _check_references(config: dict, source: str) -> None:
+    for name, m in config["methods"].items():
+        if m["features"] is not None and m["features"] not in config["features"]:
+            raise ConfigError(f"{source}: methods.{name}.features: unknown features '{m['features']}'")
+        if m["matcher"]["type"] == "nearest_neighbour" and m["features"] is None:
+            raise ConfigError(f"{source}: methods.{name}.features: a nearest_neighbour matcher needs features")
+        w = m.get("weights")
+        if w is not None and w not in config["weights"] and w not in config["training"]:
+            raise ConfigError(f"{source}: methods.{name}.weights: '{w}' is neither in weights nor in training")
+    for name, b in config["benchmarks"].items():
+        if b["dataset"] not in config["datasets"]:
+            raise ConfigError(f"{source}: benchmarks.{name}.dataset: unknown dataset '{b['dataset']}'")
+        for m in b["methods"]:
+            if m not in config["methods"]:
+                raise ConfigError(f"{source}: benchmarks.{name}.methods: unknown method '{m}'")
+        for p in b["protocols"]:
+            if p not in config["protocols"]:
+                raise ConfigError(f"{source}: benchmarks.{name}.protocols: unknown protocol '{p}'")
+    for name, t in config["training"].items():
+        if t["data"] not in config["preprocessing"]:
+            raise ConfigError(f"{source}: training.{name}.data: unknown preprocessing run '{t['data']}'")
+        if t["init"] is not None and t["init"] not in config["weights"] and t["init"] not in config["training"]:
+            raise ConfigError(f"{source}: training.{name}.init: unknown weights '{t['init']}'")
+    for name, p in config["preprocessing"].items():
+        if p["dataset"] not in config["datasets"]:
+            raise ConfigError(f"{source}: preprocessing.{name}.dataset: unknown dataset '{p['dataset']}'")
+    for name, d in config["datasets"].items():
+        if d["format"] == "superglue_pairs" and "pairs_file" not in d:
+            raise ConfigError(f"{source}: missing key 'datasets.{name}.pairs_file'")
+        if d["source"] == "demo" and "demo" not in d:
+            raise ConfigError(f"{source}: missing key 'datasets.{name}.demo' (source is demo)")
+        if d["source"] == "local" and "root" not in d:
+            raise ConfigError(f"{source}: missing key 'datasets.{name}.root' (source is local)")
+        r = d["resize"]
+        if r["mode"] in ("long_side", "max_long_side") and "size" not in r:
+            raise ConfigError(f"{source}: missing key 'datasets.{name}.resize.size'")
+        if r["mode"] == "exact" and not {"width", "height"} <= set(r):
+            raise ConfigError(f"{source}: missing key 'datasets.{name}.resize.width/height'")
+
+
+def _fill_derived(config: dict, source: str) -> None:
+    """Default roots by source and ``name`` fields, so each block is self-describing."""
+    for section in ("datasets", "features", "methods", "protocols", "training", "preprocessing", "weights"):
+        for name, block in config.get(section, {}).items():
+            block["name"] = name
+    for name, d in config["datasets"].items():
+        if "root" not in d:
+            d["root"] = f"resources/demo/{name}" if d["source"] == "demo" else f"resources/datasets/{name}"
+        if "demo" in d:
+            d["demo"].setdefault("seed", config["seed"])
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return validate_config(config, str(path))
+
+
+def effective_resize(config: dict, dataset: str, method: str | None = None, features: str | None = None) -> dict:
+    """The resize rule for (dataset, method/features): method or features override, else the
+    dataset's rule."""
+    if method is not None and config["methods"][method].get("resize"):
+        return config["methods"][method]["resize"]
+    if features is not None and config["features"][features].get("resize"):
+        return config["features"][features]["resize"]
+    return config["datasets"][dataset]["resize"]
+
+
+def effective_features(config: dict, features: str, dataset: str) -> dict:
+    """Features block with the dataset's keypoint budget applied."""
+    f = dict(config["features"][features])
+    if config["datasets"][dataset].get("max_keypoints"):
+        f["max_keypoints"] = config["datasets"][dataset]["max_keypoints"]
+    return f

@@ -1,0 +1,1 @@
+"""Metrics (pure functions) and one module per evaluation protocol."""

@@ -1,0 +1,1 @@
+"""Camera, pose, epipolar and homography geometry in NumPy (float64)."""

@@ -1,0 +1,110 @@
+"""File I/O: images, atomic writes and the HDF5 layouts of features and predictions.
+
+Key names of the cached files are fixed here only.
+
+Features file (one per features x dataset): a group per image (its path relative to the
+dataset root, '/' replaced by '|'), with ``keypoints`` (N, 2) float32 pixels of the upright
+original image, ``scores`` (N,), ``descriptors`` (N, D) and attributes ``image_size`` (w, h of the
+upright original) and ``scale`` (sx, sy = original / resized, the frame the detector saw).
+
+Predictions file (one per method x dataset): a group per pair ``pair_<index>`` (never keyed
+by file stems, see protocols.md §1.1), with ``keypoints0`` (N0, 2), ``keypoints1`` (N1, 2) in
+upright-original pixels, ``matches`` (K, 2) int64 indices into them, ``scores`` (K,) and
+attributes ``name0``, ``name1``, ``scale0``, ``scale1``. Root attributes record the method,
+dataset and the JSON of the config that produced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import h5py
+import numpy as np
+
+from matchrepro.errors import DatasetError, ImageReadError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix,
+        dir=path.parent,
+    )
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
+    """Read an image file as uint8, (H, W) if ``grayscale`` else (H, W, 3) RGB.
+
+    Raises:
+        ImageReadError: one line naming the file when it is missing or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image not found: {path}")
+    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    img = cv2.imread(str(path), flag)
+    if img is None or img.size == 0:
+        raise ImageReadError(f"cannot decode image (corrupt or unsupported format): {path}")
+    return img if grayscale else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write an (H, W) or (H, W, 3) RGB uint8 image atomically; format from the suffix."""
+    path = Path(path)
+    img = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), img, params):
+            raise OSError(f"cannot write image: {path}")
+
+
+def image_key(name: str) -> str:
+    """HDF5 group name for an image path relative to its dataset root."""
+    return name.replace("/", "|")
+
+
+def read_h5_dataset(path: str | os.PathLike, key: str) -> np.ndarray:
+    """Read one dataset of an HDF5 file with a one-line error naming file and key."""
+    try:
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[key][()])
+    except FileNotFoundError:
+        raise DatasetError(f"file not found: {path}") from None
+    except KeyError:
+        raise DatasetError(f"{path}: no dataset '{key}'") from None
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read HDF5 ({e})") from None

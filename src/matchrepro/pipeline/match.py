@@ -1,0 +1,65 @@
+"""Match every pair of a benchmark and write the predictions cache (layout in ``io.py``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from matchrepro.datasets.benchmark import open_benchmark
+from matchrepro.errors import ConfigError, DatasetError
+from matchrepro.io import atomic_path, image_key
+from matchrepro.matchers.nearest_neighbour import match_nearest_neighbour
+
+
+def _read_features(f: h5py.File, name: str, path: str) -> dict:
+    key = image_key(name)
+    if key not in f:
+        raise DatasetError(f"{path}: no features for image {name} (re-run extraction)")
+    g = f[key]
+    return {k: g[k][()] for k in ("keypoints", "scores", "descriptors")} | {
+        "scale": g.attrs["scale"], "image_size": g.attrs["image_size"]
+    }
+
+
+def match_pairs(spec: dict, out: str | Path, features: str | Path | None) -> None:
+    """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``."""
+    bench = open_benchmark(spec["dataset"])
+    method = spec["method"]
+    matcher = method["matcher"]
+    if matcher["type"] != "nearest_neighbour":
+        raise ConfigError(f"methods.{method['name']}.matcher.type: {matcher['type']!r} is not available yet")
+    if features is None:
+        raise ConfigError(f"methods.{method['name']}: a descriptor matcher needs 'features'")
+    n_matches = []
+    with h5py.File(features, "r") as ff, atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["config"] = json.dumps(spec, sort_keys=True)
+        f.attrs["method"] = method["name"]
+        f.attrs["dataset"] = spec["dataset"]["name"]
+        f.attrs["n_pairs"] = len(bench.pairs)
+        for p in tqdm(bench.pairs, desc=f"match {method['name']}", unit="pair"):
+            a = _read_features(ff, p.name0, str(features))
+            b = _read_features(ff, p.name1, str(features))
+            m, s = match_nearest_neighbour(
+                a["descriptors"], b["descriptors"], mutual=matcher["mutual"], ratio=matcher["ratio"]
+            )
+            g = f.create_group(f"pair_{p.index:06d}")
+            g["keypoints0"], g["keypoints1"] = a["keypoints"], b["keypoints"]
+            g["matches"], g["scores"] = m, s
+            g.attrs.update(name0=p.name0, name1=p.name1, scale0=a["scale"], scale1=b["scale"],
+                           image_size0=a["image_size"], image_size1=b["image_size"])
+            n_matches.append(len(m))
+        f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
+
+
+def read_predictions(path: str | Path):
+    """Yield ``(index, dict)`` per pair from a predictions file."""
+    with h5py.File(path, "r") as f:
+        for key in sorted(k for k in f.keys() if k.startswith("pair_")):
+            g = f[key]
+            d = {k: g[k][()] for k in g.keys()}
+            d.update({k: g.attrs[k] for k in g.attrs.keys()})
+            yield int(key[5:]), d

@@ -1,0 +1,1 @@
+"""Tables, figures and report material built from evaluation summaries."""

@@ -1,0 +1,121 @@
+"""One CSV and one Markdown table per benchmark from the evaluation summaries (JSON).
+
+Every row names the method, the dataset source (demo or real), the protocol and all of its
+knobs (solver, threshold, confidence, iterations, focal formula, frame), the resize rule, the
+keypoint budget, the number of pairs and of failures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from matchrepro.errors import DatasetError
+from matchrepro.io import atomic_path, write_text_atomic
+
+#: The knobs that apply to each protocol type (CSV columns; others stay empty).
+KNOBS = {
+    "relative_pose": ("solver", "threshold_px", "confidence", "max_iters", "focal_mean", "frame",
+                      "recover_pose", "fold_translation", "min_matches", "epipolar_threshold"),
+    "homography": ("solver", "threshold_px", "confidence", "max_iters", "min_matches", "frame"),
+    "hpatches_mma": (),
+}
+
+
+def protocol_knobs(proto: dict) -> str:
+    """Compact string of the knobs that apply to the protocol's type, e.g.
+    ``opencv_ransac 1px conf=0.99999 iters=1000 focal=superglue frame=resized``."""
+    if proto["type"] == "hpatches_mma":
+        return "D2-Net MMA, errors in original pixels"
+    fmt = {
+        "solver": "{}", "threshold_px": "{:g}px", "confidence": "conf={:g}", "max_iters": "iters={}",
+        "focal_mean": "focal={}", "frame": "frame={}", "recover_pose": "recoverPose={}",
+        "fold_translation": "t-fold={}", "min_matches": "min={}", "epipolar_threshold": "epi<{:g}",
+    }
+    return " ".join(fmt[k].format(proto[k]) for k in KNOBS[proto["type"]] if k in proto)
+
+
+def load_results(paths: list[str | Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        try:
+            out.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DatasetError(f"cannot read evaluation summary {p}: {e}") from None
+    return out
+
+
+def rows_for(results: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in results:
+        proto = r["protocol_config"]
+        row = {
+            "method": r["method"], "dataset": r["dataset"], "source": r["source"],
+            "protocol": r["protocol"], "protocol_type": proto["type"],
+            "protocol_knobs": protocol_knobs(proto),
+        }
+        row.update({k: proto.get(k) for k in KNOBS[proto["type"]]})
+        row.update({"resize": r["resize"], "max_keypoints": r["max_keypoints"],
+                    "num_pairs": r["num_pairs"], "num_failures": r["summary"].get("num_failures", 0)})
+        row.update({k: v for k, v in r["summary"].items() if k != "num_failures"})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
+    cols = [c for c in cols if c in df.columns]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    body = ""
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            v = r[c]
+            if isinstance(v, float):
+                cells.append("–" if pd.isna(v) else (f"{v:.3f}" if c.startswith("mma") or "_mma" in c else f"{v:.2f}"))
+            else:
+                cells.append(str(v))
+        body += "| " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+MD_COLUMNS = {
+    "relative_pose": ["method", "source", "protocol", "protocol_knobs", "resize", "max_keypoints",
+                      "num_pairs", "num_failures", "auc@5deg", "auc@10deg", "auc@20deg",
+                      "precision", "matching_score", "mean_matches"],
+    "hpatches_mma": ["method", "source", "protocol", "resize", "max_keypoints", "num_pairs",
+                     "mma@1px", "mma@2px", "mma@3px", "mma@5px", "mma@10px",
+                     "illumination_mma@3px", "viewpoint_mma@3px", "mean_features", "mean_matches"],
+    "homography": ["method", "source", "protocol", "protocol_knobs", "resize", "max_keypoints",
+                   "num_pairs", "num_failures", "h_acc@1px", "h_acc@3px", "h_acc@5px", "h_acc@10px",
+                   "h_auc@3px", "h_auc@5px", "h_auc@10px"],
+}
+
+TITLES = {"relative_pose": "Relative pose (AUC in %, exact trapezoid; P and MS in %)",
+          "hpatches_mma": "HPatches mean matching accuracy (fraction)",
+          "homography": "HPatches homography estimation (corner error; accuracy and AUC in %)"}
+
+
+def write_tables(results: list[dict], benchmarks: dict[str, str], out_dir: str | Path) -> list[Path]:
+    """Write ``<benchmark>.csv`` and ``<benchmark>.md`` for each ``benchmark -> dataset``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df_all = rows_for(results)
+    written = []
+    for bench, dataset in benchmarks.items():
+        df = df_all[df_all.dataset == dataset] if len(df_all) else df_all
+        if df.empty:
+            raise DatasetError(f"no evaluation results for benchmark {bench} (dataset {dataset})")
+        df = df.sort_values(["protocol", "method"]).dropna(axis=1, how="all")
+        with atomic_path(out_dir / f"{bench}.csv") as tmp:
+            df.to_csv(tmp, index=False, float_format="%.6g")
+        md = [f"# {bench}: dataset `{dataset}` ({', '.join(sorted(df.source.unique()))})\n"]
+        for ptype in ("relative_pose", "hpatches_mma", "homography"):
+            part = df[df.protocol_type == ptype]
+            if part.empty:
+                continue
+            md.append(f"\n## {TITLES[ptype]}\n\n" + _md_table(part, MD_COLUMNS[ptype]))
+        write_text_atomic(out_dir / f"{bench}.md", "".join(md))
+        written += [out_dir / f"{bench}.csv", out_dir / f"{bench}.md"]
+    return written
