@@ -10,7 +10,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml (the demo) is the default; a --configfile replaces it instead of being merged
+# into it, so no demo key leaks into a full-scale run.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

@@ -1,20 +1,44 @@
 # Config validation, wildcard constraints and input functions (the only Python in the rules).
 import json
-import os
+import shlex
 import sys
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-# Rules call `python -m matchrepro`: make that the interpreter running Snakemake (a venv that
-# is not activated), unless a conda env of a rule (--sdm conda) puts its own first.
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+from snakemake.settings.types import DeploymentMethod
 
-from matchrepro.config import effective_features, effective_resize, validate_config
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+# Rules run `python -m matchrepro ...`: the interpreter running Snakemake comes first on PATH
+# (so a venv works without being activated), unless --sdm conda gives each rule its own env.
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    shell.prefix(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
+
+from matchrepro.config import (
+    check_local_datasets,
+    effective_features,
+    effective_resize,
+    validate_config,
+)
 from matchrepro.errors import ConfigError
 
+CONFIG_SOURCE = ", ".join(str(f) for f in workflow.overwrite_configfiles) or "config.yaml"
 try:
-    validate_config(config, "config")
+    validate_config(config, CONFIG_SOURCE)
+    check_local_datasets(config, CONFIG_SOURCE)
 except ConfigError as e:
     raise WorkflowError(f"matchrepro: {e}") from None
+
+
+PACKAGE = Path(workflow.basedir) / "src" / "matchrepro"
+
+
+def code(*modules):
+    """Source files of the package that a step runs (an input, so editing them re-runs the
+    step and everything after it). ``modules``: sub-packages or ``.py`` files of matchrepro."""
+    files = {PACKAGE / "cli.py", PACKAGE / "io.py", PACKAGE / "errors.py"}
+    for m in modules:
+        p = PACKAGE / m
+        files |= set(p.glob("*.py")) if p.is_dir() else {p}
+    return sorted(str(f) for f in files)
 
 
 def _names(section):

@@ -2,6 +2,8 @@
 
 
 rule build_demo_dataset:
+    input:
+        code=code("demo", "datasets/pairs.py", "geometry"),
     output:
         directory("resources/demo/{dataset}"),
     log:

@@ -5,6 +5,7 @@ rule evaluate:
     input:
         predictions="results/matches/{method}/{dataset}.h5",
         dataset=get_dataset_input,
+        code=code("evaluation", "geometry", "datasets", "pipeline/match.py"),
     output:
         summary="results/metrics/{method}/{dataset}/{protocol}.json",
         pairs="results/metrics/{method}/{dataset}/{protocol}_pairs.csv",
@@ -26,7 +27,8 @@ rule evaluate:
 
 rule tables:
     input:
-        get_all_metrics,
+        metrics=get_all_metrics,
+        code=code("reporting"),
     output:
         directory("results/tables"),
     log:
@@ -39,4 +41,4 @@ rule tables:
     params:
         spec=tables_spec,
     shell:
-        "python -m matchrepro tables --spec {params.spec:q} --results {input} --out {output} > {log} 2>&1"
+        "python -m matchrepro tables --spec {params.spec:q} --results {input.metrics} --out {output} > {log} 2>&1"

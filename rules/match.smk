@@ -4,6 +4,7 @@
 rule extract_features:
     input:
         unpack(get_feature_inputs),
+        code=code("features", "pipeline/extract.py", "datasets"),
     output:
         "results/features/{features}/{dataset}.h5",
     log:
@@ -24,6 +25,7 @@ rule extract_features:
 rule match_pairs:
     input:
         unpack(get_match_inputs),
+        code=code("matchers", "pipeline/match.py", "datasets"),
     output:
         "results/matches/{method}/{dataset}.h5",
     log:

@@ -142,6 +142,25 @@ def _fill_derived(config: dict, source: str) -> None:
             d["demo"].setdefault("seed", config["seed"])
 
 
+def demo_settings(**values) -> dict:
+    """A demo-builder block (``datasets.<name>.demo``) with the schema's defaults filled in."""
+    props = load_schema()["$defs"]["dataset"]["properties"]["demo"]["properties"]
+    out = {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+    out.setdefault("seed", 0)
+    unknown = set(values) - set(props) - {"pairs_file"}
+    if unknown:
+        raise ConfigError(f"unknown demo keys: {sorted(unknown)}")
+    out.update(values)
+    return out
+
+
+def check_local_datasets(config: dict, source: str = "config") -> None:
+    """A ``source: local`` dataset must already exist on disk (no rule can make it)."""
+    for name, d in config["datasets"].items():
+        if d["source"] == "local" and not Path(d["root"]).is_dir():
+            raise ConfigError(f"{source}: datasets.{name}.root: dataset folder not found: {d['root']}")
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML config file and validate it."""
     path = Path(path)

@@ -109,14 +109,14 @@ def build_hpatches(out: str | Path, cfg: dict) -> None:
             Hs = []
             for idx in range(2, 7):
                 if kind == "v":
-                    H = _random_homography(rng, w, h, strength=0.35 + 0.13 * (idx - 2))
+                    H = _random_homography(rng, w, h, strength=0.45 + 0.15 * (idx - 2))
                     Gk = G1 @ np.linalg.inv(H)  # image-k px -> canvas px
                     img = cv2.warpPerspective(canvas, Gk, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                               borderMode=cv2.BORDER_REFLECT)
-                    img = _photometric_variant(img, rng, 0.15)
+                    img = _photometric_variant(img, rng, 0.3)
                 else:
                     H = np.eye(3)
-                    img = _photometric_variant(base, rng, 0.25 + 0.15 * (idx - 2))
+                    img = _photometric_variant(base, rng, 0.4 + 0.2 * (idx - 2))
                 images.append(img)
                 Hs.append(H / H[2, 2])
             for idx, img in enumerate(images, 1):
@@ -163,8 +163,8 @@ def build_yfcc(out: str | Path, cfg: dict) -> None:
             name = f"demo_facade_{sc}"
             planes = scenes.outdoor_scene(rng)
             cams = scenes.outdoor_cameras(rng, cfg["images_per_scene"], sizes)
-            views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"])
-            pairs = scenes.select_pairs(views, cfg["pairs_per_scene"], rng)
+            views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"], jitter=cfg["photometric"])
+            pairs = scenes.select_pairs(views, cfg["pairs_per_scene"], rng, *cfg["overlap"])
             test = img_root / name / "test"
             rots, Ks, names = [], [], []
             for i, v in enumerate(views):
@@ -232,13 +232,13 @@ def build_scannet(out: str | Path, cfg: dict) -> None:
             scene = f"scene{9000 + sc:04d}_00"
             planes = scenes.indoor_scene(rng)
             cams = scenes.indoor_cameras(rng, cfg["frames_per_scene"], w, h)
-            views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"], jitter=0.5)
+            views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"], jitter=cfg["photometric"])
             names = []
             for i, v in enumerate(views):
                 rel = f"scans_test/{scene}/sens/frame-{15 * i:06d}.color.jpg"
                 write_image(tmp / rel, v.image)
                 names.append(rel)
-            for i, j, _ in scenes.select_pairs(views, cfg["pairs_per_scene"], rng):
+            for i, j, _ in scenes.select_pairs(views, cfg["pairs_per_scene"], rng, *cfg["overlap"]):
                 lines.append(format_pair_line(
                     names[i], names[j], views[i].K, views[j].K,
                     relative_pose(views[i].T_w2c, views[j].T_w2c),

@@ -18,8 +18,7 @@ import numpy as np
 class Plane:
     """Rectangle ``origin + s u + t v`` for ``0 <= s <= size[0]``, ``0 <= t <= size[1]``.
 
-    ``texture`` (Ht, Wt, 3) uint8 covers the rectangle once, ``tiles`` times per axis;
-    ``shade`` multiplies its brightness (a fixed Lambertian term).
+    ``texture`` (Ht, Wt, 3) uint8 covers the rectangle once; ``shade`` multiplies its brightness (a fixed Lambertian term).
     """
 
     origin: np.ndarray
@@ -27,7 +26,6 @@ class Plane:
     v: np.ndarray
     size: tuple[float, float]
     texture: np.ndarray
-    tiles: tuple[float, float] = (1.0, 1.0)
     shade: float = 1.0
     tex_f32: np.ndarray = field(init=False, repr=False)
 
@@ -117,7 +115,7 @@ def _sample(tex: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
     pad = rows * 4096 - n
     fx = np.pad(mx, (0, pad)).astype(np.float32).reshape(rows, 4096)
     fy = np.pad(my, (0, pad)).astype(np.float32).reshape(rows, 4096)
-    vals = cv2.remap(tex, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    vals = cv2.remap(tex, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return vals.reshape(-1, tex.shape[2])[:n]
 
 
@@ -139,8 +137,8 @@ def render(
         if not m.any():
             continue
         ht, wt = p.texture.shape[:2]
-        mx = (S[m] / p.size[0] * p.tiles[0] % 1.0) * wt - 0.5
-        my = (Tt[m] / p.size[1] * p.tiles[1] % 1.0) * ht - 0.5
+        mx = S[m] / p.size[0] * wt - 0.5
+        my = Tt[m] / p.size[1] * ht - 0.5
         img[m] = _sample(p.tex_f32, mx, my)
     img = img.reshape(height, ss, width, ss, 3).mean(axis=(1, 3))
     # depth through the pixel centres

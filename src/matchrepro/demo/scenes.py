@@ -18,7 +18,17 @@ def _shade(normal: np.ndarray) -> float:
 
 
 def _tex(rng: np.random.Generator, pool: tuple[str, ...]) -> np.ndarray:
-    return textures.load(pool[int(rng.integers(len(pool)))])
+    """A random crop (55-100 % per side), flip and quarter turn of a photo from ``pool``, so
+    that panels reusing a photo do not repeat each other exactly (repetition would make the
+    ground truth ambiguous for matchers)."""
+    img = textures.load(pool[int(rng.integers(len(pool)))])
+    h, w = img.shape[:2]
+    ch, cw = int(h * rng.uniform(0.55, 1.0)), int(w * rng.uniform(0.55, 1.0))
+    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    crop = img[y0:y0 + ch, x0:x0 + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(np.rot90(crop, k=int(rng.integers(4))))
 
 
 def _box(rng, center, size, pool) -> list[Plane]:
@@ -42,11 +52,19 @@ def _box(rng, center, size, pool) -> list[Plane]:
     return out
 
 
-def _plane(rng, origin, u, v, size, pool, tiles=(1.0, 1.0)) -> Plane:
-    p = Plane(origin, u, v, size, _tex(rng, pool), tiles=tiles)
-    p.shade = _shade(p.normal)
-    p.tex_f32 = p.texture.astype(np.float32) * np.float32(p.shade)
-    return p
+def _plane(rng, origin, u, v, size, pool, grid=(1, 1)) -> list[Plane]:
+    """A rectangle split into ``grid`` panels, each with its own texture crop."""
+    origin, u, v = (np.asarray(a, float) for a in (origin, u, v))
+    su, sv = size[0] / grid[0], size[1] / grid[1]
+    out = []
+    for a in range(grid[0]):
+        for b in range(grid[1]):
+            p = Plane(origin + a * su * u / np.linalg.norm(u) + b * sv * v / np.linalg.norm(v),
+                      u, v, (su, sv), _tex(rng, pool))
+            p.shade = _shade(p.normal)
+            p.tex_f32 = p.texture.astype(np.float32) * np.float32(p.shade)
+            out.append(p)
+    return out
 
 
 def outdoor_scene(rng: np.random.Generator) -> list[Plane]:
@@ -56,10 +74,10 @@ def outdoor_scene(rng: np.random.Generator) -> list[Plane]:
     """
     photos, grey = textures.PHOTOS, textures.GREY_TEXTURES
     planes = [
-        _plane(rng, [-20, -30, 0], [1, 0, 0], [0, 1, 0], (40, 32), ("gravel", "grass", "brick"), (6, 5)),
-        _plane(rng, [-8, 0, 9], [1, 0, 0], [0, 0, -1], (16, 9), photos, (2, 1)),
-        _plane(rng, [-8, -7, 8], [0, 1, 0], [0, 0, -1], (7, 8), photos + grey),
-        _plane(rng, [8, 0, 8], [0, -1, 0], [0, 0, -1], (7, 8), photos + grey),
+        *_plane(rng, [-20, -30, 0], [1, 0, 0], [0, 1, 0], (40, 32), photos + grey, (5, 4)),
+        *_plane(rng, [-8, 0, 9], [1, 0, 0], [0, 0, -1], (16, 9), photos, (2, 1)),
+        *_plane(rng, [-8, -7, 8], [0, 1, 0], [0, 0, -1], (7, 8), photos + grey),
+        *_plane(rng, [8, 0, 8], [0, -1, 0], [0, 0, -1], (7, 8), photos + grey),
     ]
     for _ in range(int(rng.integers(2, 4))):
         c = [rng.uniform(-5, 5), rng.uniform(-5, -1.5), 0.0]
@@ -72,12 +90,12 @@ def indoor_scene(rng: np.random.Generator) -> list[Plane]:
     photos, grey = textures.PHOTOS, textures.GREY_TEXTURES
     W, D, H = 10.0, 8.0, 3.0
     planes = [
-        _plane(rng, [0, 0, 0], [1, 0, 0], [0, 1, 0], (W, D), ("brick", "gravel", "grass"), (4, 3)),
-        _plane(rng, [0, D, H], [1, 0, 0], [0, -1, 0], (W, D), grey, (3, 3)),
-        _plane(rng, [0, D, H], [1, 0, 0], [0, 0, -1], (W, H), photos, (3, 1)),
-        _plane(rng, [W, 0, H], [-1, 0, 0], [0, 0, -1], (W, H), photos, (3, 1)),
-        _plane(rng, [0, 0, H], [0, 1, 0], [0, 0, -1], (D, H), photos + grey, (2, 1)),
-        _plane(rng, [W, D, H], [0, -1, 0], [0, 0, -1], (D, H), photos + grey, (2, 1)),
+        *_plane(rng, [0, 0, 0], [1, 0, 0], [0, 1, 0], (W, D), photos + grey, (3, 2)),
+        *_plane(rng, [0, D, H], [1, 0, 0], [0, -1, 0], (W, D), grey, (2, 2)),
+        *_plane(rng, [0, D, H], [1, 0, 0], [0, 0, -1], (W, H), photos + grey, (3, 1)),
+        *_plane(rng, [W, 0, H], [-1, 0, 0], [0, 0, -1], (W, H), photos + grey, (3, 1)),
+        *_plane(rng, [0, 0, H], [0, 1, 0], [0, 0, -1], (D, H), photos + grey, (2, 1)),
+        *_plane(rng, [W, D, H], [0, -1, 0], [0, 0, -1], (D, H), photos + grey, (2, 1)),
     ]
     for _ in range(int(rng.integers(3, 5))):
         c = [rng.uniform(2, W - 2), rng.uniform(2, D - 2), 0.0]
@@ -111,8 +129,8 @@ def outdoor_cameras(rng, n: int, sizes: list[tuple[int, int]]) -> list[tuple[np.
     cams = []
     for _ in range(n):
         w, h = sizes[int(rng.integers(len(sizes)))]
-        ang = np.deg2rad(rng.uniform(-40, 40))
-        r = rng.uniform(11, 17)
+        ang = np.deg2rad(rng.uniform(-55, 55))
+        r = rng.uniform(9, 20)
         center = np.array([r * np.sin(ang), -r * np.cos(ang), rng.uniform(1.3, 3.0)])
         target = np.array([rng.uniform(-3, 3), rng.uniform(-2, 0), rng.uniform(2.5, 5)])
         K = intrinsics(w, h, rng.uniform(50, 70))

@@ -1,0 +1,112 @@
+"""The workflow itself: lint, the full-scale dry run, and the demo run end to end."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, cwd=REPO, check=True, timeout=900):
+    r = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    return r
+
+
+def job_counts(text: str) -> dict[str, int]:
+    block = text.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+@pytest.mark.parametrize("configfile", [None, "configs/paper.yaml"])
+def test_lint_is_clean(configfile):
+    args = ["--lint"] + (["--configfile", configfile] if configfile else [])
+    r = snakemake(*args)
+    assert "Congratulations, your workflow is in a good condition!" in r.stdout + r.stderr
+
+
+def test_paper_dry_run_shows_the_whole_dag():
+    r = snakemake("-n", "results/tables", "--configfile", "configs/paper.yaml")
+    jobs = job_counts(r.stdout)
+    for rule in ("download_dataset", "fetch_weights", "preprocess_megadepth", "train_model",
+                 "extract_features", "match_pairs", "evaluate", "tables"):
+        assert jobs.get(rule, 0) >= 1, (rule, jobs)
+    assert jobs["download_dataset"] == 4
+    assert "build_demo_dataset" not in jobs  # no demo block leaks into the full configuration
+
+
+def test_bad_config_key_stops_with_one_line():
+    r = snakemake("-n", "--config", "sede=1", check=False)
+    assert r.returncode != 0
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "matchrepro:" in ln]
+    assert lines == ["matchrepro: config.yaml: unknown key 'sede'"]
+
+
+def test_missing_local_dataset_folder_is_named():
+    r = snakemake("-n", "--config", 'datasets={"hpatches": {"source": "local", "root": "no/such/dir"}}',
+                  check=False)
+    assert r.returncode != 0
+    assert "matchrepro: config.yaml: datasets.hpatches.root: dataset folder not found: no/such/dir" in r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The README's demo target, run in a scratch working directory."""
+    work = tmp_path_factory.mktemp("demo")
+    shutil.copy(REPO / "config.yaml", work / "config.yaml")
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables")
+    return work, r
+
+
+@pytest.mark.slow
+def test_demo_produces_tables_with_protocols(demo_run):
+    work, _ = demo_run
+    for bench in ("yfcc", "scannet", "hpatches"):
+        csv = work / "results" / "tables" / f"{bench}.csv"
+        md = work / "results" / "tables" / f"{bench}.md"
+        assert csv.is_file() and md.is_file()
+        df = pd.read_csv(csv)
+        assert set(df.method) == {"sift_mnn", "sift_mnn_ratio"}
+        assert (df.source == "demo").all()
+        for col in ("protocol", "protocol_knobs", "resize", "max_keypoints", "num_pairs", "num_failures"):
+            assert df[col].notna().all(), (bench, col)
+        assert "sift_mnn" in md.read_text()
+    yfcc = pd.read_csv(work / "results" / "tables" / "yfcc.csv")
+    assert (yfcc.solver == "opencv_ransac").all() and (yfcc.threshold_px == 1.0).all()
+    assert yfcc["auc@20deg"].between(0, 100).all() and (yfcc["auc@20deg"] > 20).all()
+    hp = pd.read_csv(work / "results" / "tables" / "hpatches.csv")
+    assert set(hp.protocol) == {"hpatches_mma", "hpatches_homography"}
+    mma = hp[hp.protocol == "hpatches_mma"]
+    assert (mma["mma@3px"] > mma["mma@1px"] - 1e-9).all()
+    # per-pair results are keyed by index and full relative paths
+    pairs = pd.read_csv(work / "results" / "metrics" / "sift_mnn" / "scannet" / "pose_superglue_pairs.csv")
+    assert pairs.name0.str.startswith("scans_test/").all() and pairs.pair_index.is_unique
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(demo_run):
+    work, _ = demo_run
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables")
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_protocol_change_reruns_evaluation_not_matching(demo_run):
+    work, _ = demo_run
+    text = (work / "config.yaml").read_text()
+    assert "    threshold_px: 1.0\n" in text
+    (work / "changed.yaml").write_text(text.replace("    threshold_px: 1.0\n", "    threshold_px: 2.0\n"))
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "-n", "results/tables",
+                  "--configfile", str(work / "changed.yaml"))
+    jobs = job_counts(r.stdout)
+    assert set(jobs) == {"evaluate", "tables", "total"}, jobs
+    assert jobs["evaluate"] == 4
