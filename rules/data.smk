@@ -21,6 +21,7 @@ rule build_demo_dataset:
         "python -m matchrepro build-demo --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
+# Downloads do not depend on the code: a code update must not re-extract hundreds of GB.
 rule download_dataset:
     output:
         directory("resources/datasets/{dataset}"),
@@ -33,8 +34,9 @@ rule download_dataset:
         runtime=24 * 60,
     params:
         spec=lambda w: spec(dataset=config["datasets"][w.dataset]),
+        cache=lambda w: f"resources/downloads/{w.dataset}",
     shell:
-        "python -m matchrepro download --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "python -m matchrepro download --spec {params.spec:q} --cache {params.cache} --out {output} > {log} 2>&1"
 
 
 rule fetch_weights:

@@ -60,6 +60,19 @@ def cmd_tables(a) -> None:
         print(p)
 
 
+def cmd_download(a) -> None:
+    from matchrepro.pipeline.fetch import fetch_dataset
+
+    ds = _spec(a.spec)["dataset"]
+    fetch_dataset(ds, a.out, a.cache or f"resources/downloads/{ds['name']}")
+
+
+def cmd_fetch_weights(a) -> None:
+    from matchrepro.pipeline.fetch import fetch_weights
+
+    fetch_weights(_spec(a.spec)["weights"], a.out)
+
+
 def cmd_check_config(a) -> None:
     from matchrepro.config import load_config
 
@@ -105,9 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s = verb("check-config", cmd_check_config, "validate a config file")
     s.add_argument("config")
+    s = verb("download", cmd_download, "download a dataset (resumable, checksummed) and extract it")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True, help="dataset root folder to create")
+    s.add_argument("--cache", default=None, help="download folder (default resources/downloads/<dataset>)")
+    s = verb("fetch-weights", cmd_fetch_weights, "download a weights file (checksummed)")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True)
     for name, issue in [
-        ("download", "issue #3: dataset downloads"),
-        ("fetch-weights", "issue #3: weight downloads"),
         ("preprocess", "issue #3: MegaDepth preprocessing"),
         ("train", "issues #4 and #5: Patch2Pix and IMP training"),
         ("plots", "issue #6: plots"),

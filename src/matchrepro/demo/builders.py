@@ -6,11 +6,7 @@ temporary folder that is renamed onto the output only when complete.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import h5py
@@ -20,28 +16,12 @@ from tqdm import tqdm
 from matchrepro.datasets.pairs import format_pair_line
 from matchrepro.demo import scenes, textures
 from matchrepro.geometry.camera import inplane_rotation, project, relative_pose, rotate_intrinsics, transform
-from matchrepro.io import write_image
+from matchrepro.io import atomic_dir, write_image
 
 #: Middlebury 2014 "Motorcycle" calibration for the 4x-downsampled images in scikit-image
 #: (from the docstring of ``skimage.data.stereo_motorcycle``): focal, principal point of the
 #: left camera, disparity offset ``doffs = cx1 - cx0`` and baseline in millimetres.
 MOTORCYCLE = {"f": 994.978, "cx0": 311.193, "cy": 254.877, "doffs": 31.086, "baseline_mm": 193.001}
-
-
-@contextlib.contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; it replaces ``out`` only on success."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _rng(cfg: dict, salt: int) -> np.random.Generator:

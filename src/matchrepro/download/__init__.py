@@ -1,0 +1,1 @@
+"""Downloads (resumable, checksummed, atomic, with mirrors) and safe archive extraction."""

@@ -1,0 +1,57 @@
+"""Download a dataset or a weights file as configured (the ``download`` and ``fetch-weights``
+verbs). Downloads land in a cache folder outside the rule's output, so an interrupted
+download resumes on the next run; the dataset folder itself appears only when complete."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from matchrepro.download.extract import extract
+from matchrepro.download.http import Source, download
+from matchrepro.errors import ConfigError
+from matchrepro.io import atomic_dir
+
+
+def expected_paths(ds: dict) -> list[str]:
+    """Paths (relative to the dataset root) that must exist once a dataset is in place."""
+    if ds["format"] == "superglue_pairs":
+        return [ds["pairs_file"], ds.get("image_dir", ".")]
+    if ds["format"] == "hpatches":
+        return [ds["sequences_dir"]]
+    if ds["format"] == "megadepth_d2net":
+        return ["scene_info"]
+    return []
+
+
+def fetch_dataset(ds: dict, out: str | Path, cache: str | Path) -> Path:
+    """Download every file of ``ds['download']['files']`` into ``cache``, then copy or extract
+    them into ``out`` (created atomically) and check the expected paths exist."""
+    files = (ds.get("download") or {}).get("files") or []
+    if not files:
+        raise ConfigError(f"datasets.{ds['name']}.download.files: nothing to download")
+    cache = Path(cache)
+    fetched = []
+    for f in files:
+        src = Source(urls=f["urls"], dest=cache / f["dest"], sha256=f.get("sha256"),
+                     google_drive=f.get("google_drive", False))
+        fetched.append((download(src), f.get("extract", False)))
+    with atomic_dir(out) as tmp:
+        for path, is_archive in fetched:
+            if is_archive:
+                extract(path, tmp)
+            else:
+                shutil.copy2(path, tmp / path.name)
+        missing = [e for e in expected_paths(ds) if not (tmp / e).exists()]
+        if missing:
+            raise ConfigError(
+                f"datasets.{ds['name']}: after download, '{missing[0]}' is missing under the dataset "
+                f"folder (check pairs_file / image_dir / sequences_dir against the archive layout)"
+            )
+    return Path(out)
+
+
+def fetch_weights(w: dict, out: str | Path) -> Path:
+    """Download a weights file to ``out`` (checksummed; digest recorded beside it)."""
+    return download(Source(urls=w["urls"], dest=Path(out), sha256=w.get("sha256"),
+                           google_drive=w.get("google_drive", False)))
