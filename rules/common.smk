@@ -19,6 +19,7 @@ from matchrepro.config import (
     validate_config,
 )
 from matchrepro.errors import ConfigError
+from matchrepro.preprocessing import scene_ids
 
 CONFIG_SOURCE = ", ".join(str(f) for f in workflow.overwrite_configfiles) or "config.yaml"
 try:
@@ -53,6 +54,7 @@ wildcard_constraints:
     weights=_names("weights"),
     model=_names("training"),
     prep=_names("preprocessing"),
+    scene="[0-9A-Za-z_]+",
 
 
 def spec(**blocks):
@@ -147,12 +149,56 @@ def tables_spec(wildcards=None):
 
 def train_inputs(wildcards):
     t = config["training"][wildcards.model]
-    inputs = {"data": f"resources/preprocessed/{t['data']}"}
+    inputs = {"data": f"resources/preprocessed/{t['data']}/index.json"}
     if t["init"]:
         inputs["init"] = weights_path(t["init"])
     return inputs
 
 
+def _kind(kind):
+    names = [n for n, p in config["preprocessing"].items() if p["kind"] == kind]
+    return "|".join(sorted(names)) or "__none__"
+
+
+def _prep_dataset(prep):
+    return config["preprocessing"][prep]["dataset"]
+
+
 def preprocess_inputs(wildcards):
+    d = _prep_dataset(wildcards.prep)
+    if config["datasets"][d]["source"] == "local":
+        return {}
+    return {"dataset": dataset_root(d)}
+
+
+def uses_gpu_features(prep):
+    f = config["preprocessing"][prep]["params"].get("features")
+    return f is not None and config["features"][f]["type"] != "sift"
+
+
+def preprocess_spec(wildcards):
     p = config["preprocessing"][wildcards.prep]
-    return {"dataset": dataset_root(p["dataset"])} if config["datasets"][p["dataset"]]["source"] != "local" else {}
+    f = p["params"].get("features")
+    return spec(
+        preprocessing=p,
+        dataset=config["datasets"][p["dataset"]],
+        features=config["features"][f] if f else None,
+    )
+
+
+def preprocess_scene_outputs(wildcards):
+    """Per-scene outputs: the scenes listed in the config, else every scene_info of the dataset
+    (known once the dataset is built or downloaded: those rules are checkpoints)."""
+    p = config["preprocessing"][wildcards.prep]
+    d = config["datasets"][p["dataset"]]
+    scenes = p["params"].get("scenes")
+    if not scenes:
+        if d["source"] == "demo":
+            root = checkpoints.build_demo_dataset.get(dataset=p["dataset"]).output[0]
+        elif d["source"] == "download":
+            root = checkpoints.download_dataset.get(dataset=p["dataset"]).output[0]
+        else:
+            root = d["root"]
+        scenes = scene_ids(root, p["params"].get("exclude_scenes", []))
+    ext = "npz" if p["kind"] == "patch2pix_pairs" else "h5"
+    return [f"resources/preprocessed/{wildcards.prep}/{s}.{ext}" for s in scenes]

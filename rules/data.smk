@@ -1,7 +1,7 @@
 # Datasets: built (demo), downloaded (real), MegaDepth preprocessing, pretrained weights.
 
 
-rule build_demo_dataset:
+checkpoint build_demo_dataset:
     input:
         code=code("demo", "datasets/pairs.py", "geometry"),
     output:
@@ -22,7 +22,7 @@ rule build_demo_dataset:
 
 
 # Downloads do not depend on the code: a code update must not re-extract hundreds of GB.
-rule download_dataset:
+checkpoint download_dataset:
     output:
         directory("resources/datasets/{dataset}"),
     log:
@@ -55,23 +55,68 @@ rule fetch_weights:
         "python -m matchrepro fetch-weights --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
-rule preprocess_megadepth:
+rule patch2pix_pairs_scene:
     input:
         unpack(preprocess_inputs),
+        code=code("preprocessing", "datasets"),
     output:
-        directory("resources/preprocessed/{prep}"),
+        "resources/preprocessed/{prep}/{scene}.npz",
     log:
-        "logs/preprocess_megadepth/{prep}.log",
+        "logs/preprocess/{prep}/{scene}.log",
+    benchmark:
+        "results/runtime/preprocess/{prep}/{scene}.tsv"
+    wildcard_constraints:
+        prep=_kind("patch2pix_pairs"),
     conda:
         "../envs/matchrepro.yaml"
-    threads: 4
     resources:
-        mem_mb=8000,
-        runtime=12 * 60,
+        mem_mb=4000,
+        runtime=60,
     params:
-        spec=lambda w: spec(
-            preprocessing=config["preprocessing"][w.prep],
-            dataset=config["datasets"][config["preprocessing"][w.prep]["dataset"]],
-        ),
+        spec=preprocess_spec,
     shell:
-        "python -m matchrepro preprocess --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "python -m matchrepro preprocess --spec {params.spec:q} --scene {wildcards.scene}"
+        " --out {output} > {log} 2>&1"
+
+
+rule imp_dump_scene:
+    input:
+        unpack(preprocess_inputs),
+        code=code("preprocessing", "datasets", "features"),
+    output:
+        "resources/preprocessed/{prep}/{scene}.h5",
+    log:
+        "logs/preprocess/{prep}/{scene}.log",
+    benchmark:
+        "results/runtime/preprocess/{prep}/{scene}.tsv"
+    wildcard_constraints:
+        prep=_kind("imp_dump"),
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        gpu=lambda w: 1 if uses_gpu_features(w.prep) else 0,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        spec=preprocess_spec,
+    shell:
+        "python -m matchrepro preprocess --spec {params.spec:q} --scene {wildcards.scene}"
+        " --out {output} > {log} 2>&1"
+
+
+rule preprocess_index:
+    input:
+        preprocess_scene_outputs,
+    output:
+        "resources/preprocessed/{prep}/index.json",
+    log:
+        "logs/preprocess/{prep}/index.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        spec=lambda w: spec(preprocessing=config["preprocessing"][w.prep]),
+    shell:
+        "python -m matchrepro preprocess-index --spec {params.spec:q} --out {output} {input} > {log} 2>&1"

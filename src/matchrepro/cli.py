@@ -73,6 +73,33 @@ def cmd_fetch_weights(a) -> None:
     fetch_weights(_spec(a.spec)["weights"], a.out)
 
 
+def cmd_preprocess(a) -> None:
+    from matchrepro.preprocessing import scene_info_path
+
+    spec = _spec(a.spec)
+    prep, ds = spec["preprocessing"], spec["dataset"]
+    info = scene_info_path(ds["root"], a.scene)
+    if prep["kind"] == "patch2pix_pairs":
+        from matchrepro.preprocessing import patch2pix_pairs
+
+        n = patch2pix_pairs.run(info, prep["params"], a.out)
+    elif prep["kind"] == "imp_dump":
+        from matchrepro.preprocessing import imp_dump
+
+        n = imp_dump.run(ds["root"], info, spec["features"], prep["params"], a.out)
+    else:  # the schema's enum makes this unreachable
+        raise MatchReproError(f"preprocessing.{prep['name']}.kind: unknown kind {prep['kind']!r}")
+    print(f"{prep['name']} {a.scene}: {n} pairs -> {a.out}")
+
+
+def cmd_preprocess_index(a) -> None:
+    from matchrepro.io import write_json_atomic
+
+    spec = _spec(a.spec)
+    scenes = {Path(f).name.split(".")[0]: f for f in a.inputs}
+    write_json_atomic(a.out, {"preprocessing": spec["preprocessing"], "scenes": scenes})
+
+
 def cmd_check_config(a) -> None:
     from matchrepro.config import load_config
 
@@ -125,8 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("fetch-weights", cmd_fetch_weights, "download a weights file (checksummed)")
     s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True)
+    s = verb("preprocess", cmd_preprocess, "prepare MegaDepth training data for one scene")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--scene", required=True)
+    s.add_argument("--out", required=True)
+    s = verb("preprocess-index", cmd_preprocess_index, "gather the per-scene preprocessing outputs")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("inputs", nargs="*")
     for name, issue in [
-        ("preprocess", "issue #3: MegaDepth preprocessing"),
         ("train", "issues #4 and #5: Patch2Pix and IMP training"),
         ("plots", "issue #6: plots"),
     ]:

@@ -116,9 +116,17 @@ def _check_references(config: dict, source: str) -> None:
     for name, p in config["preprocessing"].items():
         if p["dataset"] not in config["datasets"]:
             raise ConfigError(f"{source}: preprocessing.{name}.dataset: unknown dataset '{p['dataset']}'")
+        if config["datasets"][p["dataset"]]["format"] != "megadepth_d2net":
+            raise ConfigError(f"{source}: preprocessing.{name}.dataset: '{p['dataset']}' is not a MegaDepth dataset")
+        f = p["params"].get("features")
+        if p["kind"] == "imp_dump" and f not in config["features"]:
+            raise ConfigError(f"{source}: preprocessing.{name}.params.features: unknown features '{f}'")
     for name, d in config["datasets"].items():
-        if d["format"] == "superglue_pairs" and "pairs_file" not in d:
-            raise ConfigError(f"{source}: missing key 'datasets.{name}.pairs_file'")
+        needs = {"superglue_pairs": ["pairs_file"], "calibrated_pairs": ["pairs_file"],
+                 "loftr_scannet": ["pairs_file", "intrinsics_file"], "oanet_yfcc": ["scenes"]}
+        for key in needs.get(d["format"], []):
+            if key not in d:
+                raise ConfigError(f"{source}: missing key 'datasets.{name}.{key}'")
         if d["source"] == "demo" and "demo" not in d:
             raise ConfigError(f"{source}: missing key 'datasets.{name}.demo' (source is demo)")
         if d["source"] == "local" and "root" not in d:

@@ -19,6 +19,13 @@ from matchrepro.pipeline.extract import load_upright
 SHIFTS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
+def colmap_to_opencv(K):
+    """MegaDepth K (COLMAP: top-left pixel centre at 0.5) -> pixel centres at integers."""
+    K = K.copy()
+    K[:2, 2] -= 0.5
+    return K
+
+
 def ncc_error(a, b, mask):
     a, b = a[mask].astype(np.float64), b[mask].astype(np.float64)
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
@@ -66,11 +73,12 @@ def test_megadepth_layout_and_reprojection(megadepth_demo):
     img_j = read_image(root / info.image_paths[j], grayscale=True)
     assert d_i.shape == img_i.shape
     T = relative_pose(info.poses[i], info.poses[j])
+    K_i, K_j = colmap_to_opencv(info.intrinsics[i]), colmap_to_opencv(info.intrinsics[j])
     h, w = d_i.shape
     ys, xs = np.mgrid[0:h, 0:w]
     valid = d_i > 0
-    X = unproject(np.stack([xs[valid], ys[valid]], 1).astype(float), d_i[valid], info.intrinsics[i])
-    uv, z = project(transform(T, X), info.intrinsics[j])
+    X = unproject(np.stack([xs[valid], ys[valid]], 1).astype(float), d_i[valid], K_i)
+    uv, z = project(transform(T, X), K_j)
     xi, yi = np.round(uv).astype(int).T
     inside = (xi >= 0) & (yi >= 0) & (xi < d_j.shape[1]) & (yi < d_j.shape[0])
     dz = np.zeros(len(uv), np.float32)
@@ -96,13 +104,13 @@ def test_megadepth_points3d_reproject_within_half_pixel(megadepth_demo):
     assert len(shared) > 20
     assert info.extra["n_points3D"][i] == len(id2d[i])
     d_i = megadepth.read_depth(root / info.depth_paths[i])
-    uv_i = np.array([id2d[i][k] for k in shared])
-    uv_j = np.array([id2d[j][k] for k in shared])
+    uv_i = np.array([id2d[i][k] for k in shared]) - 0.5  # COLMAP -> pixel centres at integers
+    uv_j = np.array([id2d[j][k] for k in shared]) - 0.5
     z = cv2.remap(d_i, uv_i[:, 0].astype(np.float32)[:, None], uv_i[:, 1].astype(np.float32)[:, None],
                   cv2.INTER_LINEAR)[:, 0]
     ok = z > 0
-    X = unproject(uv_i[ok], z[ok], info.intrinsics[i])
-    uv, _ = project(transform(relative_pose(info.poses[i], info.poses[j]), X), info.intrinsics[j])
+    X = unproject(uv_i[ok], z[ok], colmap_to_opencv(info.intrinsics[i]))
+    uv, _ = project(transform(relative_pose(info.poses[i], info.poses[j]), X), colmap_to_opencv(info.intrinsics[j]))
     err = np.linalg.norm(uv - uv_j[ok], axis=1)
     assert np.median(err) < 0.1
     assert np.percentile(err, 90) < 0.5
@@ -165,7 +173,7 @@ def yfcc_demo(tmp_path_factory):
 
 
 def test_yfcc_pairs_agree_with_calibration_files(yfcc_demo):
-    root = yfcc_demo / "yfcc100m"
+    root = yfcc_demo / "raw_data" / "yfcc100m"
     plist = pairs.read_pairs(yfcc_demo / "pairs.txt")
     assert plist[-1].name0 == "middlebury_motorcycle/test/images/im0.jpg"
     for p in plist:
@@ -193,7 +201,7 @@ def test_yfcc_ground_truth_matches_image_content(yfcc_demo):
     plist = pairs.read_pairs(yfcc_demo / "pairs.txt")
     assert any(p.rot0 or p.rot1 for p in plist), "the demo must exercise EXIF rotation flags"
     for p in plist:
-        n, d = _sift_epipolar_residuals(yfcc_demo / "yfcc100m", p)
+        n, d = _sift_epipolar_residuals(yfcc_demo / "raw_data" / "yfcc100m", p)
         assert n > 30, p.name0
         assert np.median(d) < 0.5, (p.name0, p.name1, np.median(d))
 
@@ -230,3 +238,16 @@ def test_middlebury_disparity_agrees_with_calibration():
     mx = np.where(ok, xs - np.nan_to_num(disp, posinf=0), -1e4)
     mask = ok & (mx > 2) & (mx < w - 3)
     assert_aligned_at_zero(alignment_errors(g0, g1, mx, ys, mask))
+
+
+def test_yfcc_oanet_pairs_agree_with_superglue_file(yfcc_demo):
+    """The demo's two YFCC formats (OANet raw data, SuperGlue pairs) describe the same pairs."""
+    from matchrepro.datasets import yfcc_raw
+    from matchrepro.geometry.camera import inplane_rotation
+
+    sg = pairs.read_pairs(yfcc_demo / "pairs.txt")
+    oanet = yfcc_raw.read_scene_pairs(yfcc_demo / "raw_data", "demo_facade_0") + \
+        yfcc_raw.read_scene_pairs(yfcc_demo / "raw_data", "middlebury_motorcycle")
+    assert [(p.name0, p.name1) for p in oanet] == [(p.name0, p.name1) for p in sg]
+    for a, b in zip(oanet, sg):
+        assert np.allclose(a.K0, b.K0) and np.allclose(a.T_0to1, b.T_0to1)

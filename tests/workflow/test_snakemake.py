@@ -35,13 +35,20 @@ def test_lint_is_clean(configfile):
 
 
 def test_paper_dry_run_shows_the_whole_dag():
-    r = snakemake("-n", "results/tables", "--configfile", "configs/paper.yaml")
+    r = snakemake("-n", "-p", "results/tables", "--configfile", "configs/paper.yaml")
     jobs = job_counts(r.stdout)
-    for rule in ("download_dataset", "fetch_weights", "preprocess_megadepth", "train_model",
+    # per-scene preprocessing jobs appear once MegaDepth is downloaded (a checkpoint)
+    for rule in ("download_dataset", "fetch_weights", "preprocess_index", "train_model",
                  "extract_features", "match_pairs", "evaluate", "tables"):
         assert jobs.get(rule, 0) >= 1, (rule, jobs)
     assert jobs["download_dataset"] == 4
     assert "build_demo_dataset" not in jobs  # no demo block leaks into the full configuration
+    # the printed commands carry the real URLs
+    for url in ("https://huggingface.co/datasets/vbalnt/hpatches/resolve/main/hpatches-sequences-release.zip",
+                "https://cvg-data.inf.ethz.ch/megadepth/scene_info.tar.gz",
+                "https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights/superpoint_v1.pth",
+                "https://cvg-data.inf.ethz.ch/scannet/scannet1500.zip"):
+        assert url in r.stdout, url
 
 
 def test_bad_config_key_stops_with_one_line():
@@ -63,8 +70,24 @@ def demo_run(tmp_path_factory):
     """The README's demo target, run in a scratch working directory."""
     work = tmp_path_factory.mktemp("demo")
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
-    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables")
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables",
+                  *PREPROCESSED)
     return work, r
+
+
+PREPROCESSED = ["resources/preprocessed/patch2pix_pairs/index.json", "resources/preprocessed/imp_dump_sift/index.json"]
+
+
+@pytest.mark.slow
+def test_preprocessing_rules_ran_per_scene(demo_run):
+    import json
+
+    work, _ = demo_run
+    for target, ext in zip(PREPROCESSED, ("npz", "h5")):
+        index = json.loads((work / target).read_text())
+        assert sorted(index["scenes"]) == ["9000", "9001"]
+        for f in index["scenes"].values():
+            assert f.endswith(ext) and (work / f).is_file()
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matchrepro.datasets import hpatches, pairs
+from matchrepro.datasets import hpatches, pairs, scannet, yfcc_raw
 from matchrepro.errors import DatasetError
 
 
@@ -69,6 +69,21 @@ def open_benchmark(cfg: dict) -> Benchmark:
                  group=p.name0.split("/")[0] if "/" in p.name0 else "")
             for p in pairs.read_pairs(root / cfg["pairs_file"])
         ]
+        if cfg.get("max_pairs"):
+            plist = plist[: cfg["max_pairs"]]
+        return Benchmark(cfg["name"], image_dir, plist, "relative_pose")
+    if fmt in ("oanet_yfcc", "loftr_scannet", "calibrated_pairs"):
+        image_dir = root / cfg["image_dir"]
+        if fmt == "oanet_yfcc":
+            plist = []
+            for scene in cfg["scenes"]:
+                for p in yfcc_raw.read_scene_pairs(root / "raw_data", scene, cfg["principal_point"]):
+                    plist.append(Pair(len(plist), p.name0, p.name1, 0, 0, p.K0, p.K1, p.T_0to1, group=scene))
+        else:
+            raw = (scannet.read_loftr_pairs(root / cfg["pairs_file"], root / cfg["intrinsics_file"])
+                   if fmt == "loftr_scannet" else scannet.read_calibrated_pairs(root / cfg["pairs_file"]))
+            plist = [Pair(p.index, p.name0, p.name1, 0, 0, p.K0, p.K1, p.T_0to1, group=p.name0.split("/")[0])
+                     for p in raw]
         if cfg.get("max_pairs"):
             plist = plist[: cfg["max_pairs"]]
         return Benchmark(cfg["name"], image_dir, plist, "relative_pose")

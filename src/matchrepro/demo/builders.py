@@ -130,14 +130,17 @@ def _write_yfcc_calibration(path: Path, K: np.ndarray, T_w2c: np.ndarray, wh: tu
 
 
 def build_yfcc(out: str | Path, cfg: dict) -> None:
-    """YFCC100M test layout: ``<out>/yfcc100m/<scene>/test/{images/*.jpg, calibration/*.h5,
-    images.txt, calibration.txt}`` and the SuperGlue pairs file ``<out>/<pairs_file>``
-    (38 columns, paths relative to ``<out>/yfcc100m``). Rendered façade scenes, plus the real
-    Middlebury motorcycle stereo pair when ``middlebury`` is set."""
+    """YFCC100M test layout as in OANet's ``raw_data``: ``<out>/raw_data/yfcc100m/<scene>/test/
+    {images/*.jpg, calibration/calibration_*.h5, images.txt, calibration.txt}``, the OANet pair
+    lists ``<out>/raw_data/pairs/<scene>-te-<n>-pairs.pkl`` (tuples whose first two entries index
+    images.txt) and the SuperGlue pairs file ``<out>/<pairs_file>`` (38 columns, paths relative to
+    ``raw_data/yfcc100m``). Rendered façade scenes, plus the real Middlebury motorcycle stereo
+    pair when ``middlebury`` is set."""
     sizes = [tuple(s) for s in cfg["sizes"]]
     lines = []
     with atomic_dir(out) as tmp:
-        img_root = tmp / "yfcc100m"
+        img_root = tmp / "raw_data" / "yfcc100m"
+        (tmp / "raw_data" / "pairs").mkdir(parents=True)
         for sc in tqdm(range(cfg["scenes"]), desc="demo yfcc", unit="scene"):
             rng = _rng(cfg, 2000 + sc)
             name = f"demo_facade_{sc}"
@@ -160,6 +163,7 @@ def build_yfcc(out: str | Path, cfg: dict) -> None:
                 names.append(stem)
             (test / "images.txt").write_text("".join(f"images/{s}.jpg\n" for s in names))
             (test / "calibration.txt").write_text("".join(f"calibration/calibration_{s}.h5\n" for s in names))
+            _write_oanet_pairs(tmp / "raw_data" / "pairs", name, [(i, j, o) for i, j, o in pairs])
             for i, j, _ in pairs:
                 T_st_i = inplane_rotation(rots[i]).T @ views[i].T_w2c
                 T_st_j = inplane_rotation(rots[j]).T @ views[j].T_w2c
@@ -169,7 +173,16 @@ def build_yfcc(out: str | Path, cfg: dict) -> None:
                 ))
         if cfg["middlebury"]:
             lines.append(_write_motorcycle(img_root))
+            _write_oanet_pairs(tmp / "raw_data" / "pairs", "middlebury_motorcycle", [(0, 1, 1.0)])
         (tmp / cfg["pairs_file"]).write_text("\n".join(lines) + "\n")
+
+
+def _write_oanet_pairs(folder: Path, scene: str, pairs: list[tuple[int, int, float]]) -> None:
+    """OANet's ``<scene>-te-<n>-pairs.pkl``: a pickled list of (i, j, overlap) tuples."""
+    import pickle
+
+    with open(folder / f"{scene}-te-{len(pairs)}-pairs.pkl", "wb") as f:
+        pickle.dump([(int(i), int(j), float(o)) for i, j, o in pairs], f)
 
 
 def motorcycle_geometry() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,7 +260,11 @@ def _visible_points(points: np.ndarray, v: scenes.View, rel_tol: float = 0.01):
 def build_megadepth(out: str | Path, cfg: dict) -> None:
     """MegaDepth D2-Net layout: ``Undistorted_SfM/<scene>/images/*.jpg``, depth
     ``phoenix/S6/zl548/MegaDepth_v1/<scene>/dense0/depths/<stem>.h5`` (dataset ``depth``) and
-    ``scene_info/<scene>.npz`` with the D2-Net keys computed from sampled surface points."""
+    ``scene_info/<scene>.npz`` with the D2-Net keys computed from sampled surface points.
+
+    As in the real data, intrinsics and the SfM 2D points follow COLMAP's convention (the
+    centre of the top-left pixel is (0.5, 0.5)): ``K`` here is the renderer's K with 0.5 added
+    to the principal point, and ``points3D_id_to_2D`` holds renderer pixels + 0.5."""
     w, h = cfg["size"]
     with atomic_dir(out) as tmp:
         (tmp / "scene_info").mkdir()
@@ -271,12 +288,14 @@ def build_megadepth(out: str | Path, cfg: dict) -> None:
                     f.create_dataset("depth", data=v.depth.astype(np.float32))
                 ids, uv, z = _visible_points(points, v)
                 f_mean = (v.K[0, 0] + v.K[1, 1]) / 2
-                id2d.append({int(k): uv[n].astype(np.float64) for n, k in enumerate(ids)})
+                id2d.append({int(k): uv[n].astype(np.float64) + 0.5 for n, k in enumerate(ids)})
                 idnd.append({int(k): float(z[n] / f_mean) for n, k in enumerate(ids)})
                 npts.append(len(ids))
                 image_paths.append(ip)
                 depth_paths.append(dp)
-                Ks.append(v.K)
+                K_colmap = v.K.copy()
+                K_colmap[:2, 2] += 0.5
+                Ks.append(K_colmap)
                 poses.append(v.T_w2c)
             n = len(views)
             overlap = -np.ones((n, n))

@@ -72,8 +72,29 @@ def intrinsics(width: int, height: int, fov_deg: float) -> np.ndarray:
     return np.array([[f, 0, (width - 1) / 2.0], [0, f, (height - 1) / 2.0], [0, 0, 1.0]])
 
 
+def _window(p: Plane, K: np.ndarray, T_w2c: np.ndarray, xs: np.ndarray, ys: np.ndarray):
+    """Row/column slices of the (regular) pixel grid that can see plane ``p``: the bounding box
+    of its projected corners, or the whole grid when a corner lies behind the camera."""
+    su, sv = p.size
+    corners = np.stack([p.origin, p.origin + su * p.u, p.origin + sv * p.v, p.origin + su * p.u + sv * p.v])
+    cam = corners @ T_w2c[:3, :3].T + T_w2c[:3, 3]
+    full = (slice(None), slice(None))
+    if np.any(cam[:, 2] <= 1e-6):
+        return None if np.all(cam[:, 2] <= 1e-6) else full
+    uv = cam @ K.T
+    uv = uv[:, :2] / uv[:, 2:3]
+    x_axis, y_axis = xs[0], ys[:, 0]
+    c0, c1 = np.searchsorted(x_axis, [uv[:, 0].min() - 1, uv[:, 0].max() + 1])
+    r0, r1 = np.searchsorted(y_axis, [uv[:, 1].min() - 1, uv[:, 1].max() + 1])
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
 def _cast(planes: list[Plane], K: np.ndarray, T_w2c: np.ndarray, xs: np.ndarray, ys: np.ndarray):
-    """Ray-cast pixel positions (H', W') -> (depth, plane index, s, t) maps."""
+    """Ray-cast pixel positions (H', W') -> (depth, plane index, s, t) maps.
+
+    ``xs``/``ys`` form a regular grid (constant along columns/rows respectively)."""
     R, t = T_w2c[:3, :3], T_w2c[:3, 3]
     C = -R.T @ t
     Kinv = np.linalg.inv(K)
@@ -84,26 +105,31 @@ def _cast(planes: list[Plane], K: np.ndarray, T_w2c: np.ndarray, xs: np.ndarray,
     S = np.zeros(xs.shape)
     Tt = np.zeros(xs.shape)
     for i, p in enumerate(planes):
+        win = _window(p, K, T_w2c, xs, ys)
+        if win is None:
+            continue
+        wx, wy, wdepth = xs[win], ys[win], depth[win]
         n = p.normal
         a = n @ M  # d_w . n = a0 x + a1 y + a2
-        denom = a[0] * xs + a[1] * ys + a[2]
+        denom = a[0] * wx + a[1] * wy + a[2]
         with np.errstate(divide="ignore", invalid="ignore"):
             lam = ((p.origin - C) @ n) / denom
-        ok = (lam > 1e-6) & (lam < depth)
+        ok = (lam > 1e-6) & (lam < wdepth)
         if not ok.any():
             continue
         lam_ok = lam[ok]
-        x_ok, y_ok = xs[ok], ys[ok]
+        x_ok, y_ok = wx[ok], wy[ok]
         bu, bv = p.u @ M, p.v @ M
         co = C - p.origin
         s = co @ p.u + lam_ok * (bu[0] * x_ok + bu[1] * y_ok + bu[2])
         tt = co @ p.v + lam_ok * (bv[0] * x_ok + bv[1] * y_ok + bv[2])
         inside = (s >= 0) & (s <= p.size[0]) & (tt >= 0) & (tt <= p.size[1])
-        sel = np.flatnonzero(ok.ravel())[inside]
-        depth.ravel()[sel] = lam_ok[inside]
-        idx.ravel()[sel] = i
-        S.ravel()[sel] = s[inside]
-        Tt.ravel()[sel] = tt[inside]
+        sel = np.zeros(ok.shape, bool)
+        sel[ok] = inside
+        depth[win][sel] = lam_ok[inside]
+        idx[win][sel] = i
+        S[win][sel] = s[inside]
+        Tt[win][sel] = tt[inside]
     return depth, idx, S, Tt
 
 

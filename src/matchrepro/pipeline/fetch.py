@@ -15,8 +15,12 @@ from matchrepro.io import atomic_dir
 
 def expected_paths(ds: dict) -> list[str]:
     """Paths (relative to the dataset root) that must exist once a dataset is in place."""
-    if ds["format"] == "superglue_pairs":
+    if ds["format"] in ("superglue_pairs", "calibrated_pairs"):
         return [ds["pairs_file"], ds.get("image_dir", ".")]
+    if ds["format"] == "loftr_scannet":
+        return [ds["pairs_file"], ds["intrinsics_file"], ds.get("image_dir", ".")]
+    if ds["format"] == "oanet_yfcc":
+        return [f"raw_data/yfcc100m/{s}/test/images.txt" for s in ds["scenes"]]
     if ds["format"] == "hpatches":
         return [ds["sequences_dir"]]
     if ds["format"] == "megadepth_d2net":

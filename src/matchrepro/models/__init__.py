@@ -1,0 +1,1 @@
+"""Network models (one readable file per paper) and checkpoint loading."""
