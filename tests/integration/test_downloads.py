@@ -235,3 +235,40 @@ def test_download_verb_fetches_an_hpatches_archive(server, tmp_path):
     bench = open_benchmark(dict(ds, root=str(out)))
     assert len(bench.pairs) == 10
     assert (tmp_path / "cache" / "hpatches-sequences-release.zip.sha256").is_file()
+
+
+def test_snakemake_download_rules_against_local_server(server, tmp_path):
+    """The workflow's own rules: `download_dataset` (HPatches zip behind a dead mirror) and
+    `fetch_weights` (a Google Drive file link), run by Snakemake in a scratch directory."""
+    import yaml
+
+    src = tmp_path / "src"
+    builders.build_hpatches(src, demo_settings(kind="hpatches", illumination=1, viewpoint=1, size=[96, 64]))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted(src.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(src).as_posix())
+    server.files["/hp.zip"] = buf.getvalue()
+    weights = payload(50_000, seed=9)
+    server.drive["W1"] = weights
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["datasets"]["hpatches"] = {
+        "format": "hpatches", "source": "download",
+        "download": {"files": [{"urls": [server.url + "/gone.zip", server.url + "/hp.zip"],
+                                "dest": "hpatches-sequences-release.zip", "extract": True}]},
+    }
+    cfg["weights"] = {"tiny": {"urls": [server.url + "/uc?id=W1"], "google_drive": True,
+                               "sha256": hashlib.sha256(weights).hexdigest()}}
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+                        "--cores", "1", "resources/datasets/hpatches", "resources/weights/tiny.pth",
+                        "--configfile", str(work / "cfg.yaml")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (work / "resources" / "weights" / "tiny.pth").read_bytes() == weights
+    seqs = sorted(p.name for p in (work / "resources" / "datasets" / "hpatches" / "hpatches-sequences-release").iterdir())
+    assert len(seqs) == 2
+    assert (work / "resources" / "downloads" / "hpatches" / "hpatches-sequences-release.zip.sha256").is_file()
+    assert "/gone.zip: HTTP 404" not in r.stderr  # a dead mirror is not an error when another works
