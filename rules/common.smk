@@ -30,6 +30,7 @@ except ConfigError as e:
 
 
 PACKAGE = Path(workflow.basedir) / "src" / "matchrepro"
+PUBLISHED = str(Path(workflow.basedir) / "report" / "published.yaml")
 
 
 def code(*modules):
@@ -55,6 +56,7 @@ wildcard_constraints:
     model=_names("training"),
     prep=_names("preprocessing"),
     scene="[0-9A-Za-z_]+",
+    benchmark=_names("benchmarks"),
 
 
 def spec(**blocks):
@@ -202,3 +204,32 @@ def preprocess_scene_outputs(wildcards):
         scenes = scene_ids(root, p["params"].get("exclude_scenes", []))
     ext = "npz" if p["kind"] == "patch2pix_pairs" else "h5"
     return [f"resources/preprocessed/{wildcards.prep}/{s}.{ext}" for s in scenes]
+
+
+def get_benchmark_metrics(wildcards):
+    b = config["benchmarks"][wildcards.benchmark]
+    return [f"results/metrics/{m}/{b['dataset']}/{p}.json" for m in b["methods"] for p in b["protocols"]]
+
+
+def get_benchmark_predictions(wildcards):
+    b = config["benchmarks"][wildcards.benchmark]
+    return [f"results/matches/{m}/{b['dataset']}.h5" for m in b["methods"]]
+
+
+def get_benchmark_dataset_input(wildcards):
+    b = config["benchmarks"][wildcards.benchmark]
+    d = config["datasets"][b["dataset"]]
+    return [] if d["source"] == "local" else [dataset_root(b["dataset"])]
+
+
+def figures_spec(wildcards):
+    b = config["benchmarks"][wildcards.benchmark]
+    return spec(benchmark=wildcards.benchmark, dataset=config["datasets"][b["dataset"]])
+
+
+def get_final_output(wildcards=None):
+    return [
+        "results/tables",
+        *[f"results/figures/{b}" for b in config["benchmarks"]],
+        "results/provenance/provenance.html",
+    ]

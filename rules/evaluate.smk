@@ -28,9 +28,15 @@ rule evaluate:
 rule tables:
     input:
         metrics=get_all_metrics,
+        published=PUBLISHED,
         code=code("reporting"),
     output:
-        directory("results/tables"),
+        report(
+            directory("results/tables"),
+            patterns=["{name}.html"],
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
     log:
         "logs/tables.log",
     conda:
@@ -41,4 +47,5 @@ rule tables:
     params:
         spec=tables_spec,
     shell:
-        "python -m matchrepro tables --spec {params.spec:q} --results {input.metrics} --out {output} > {log} 2>&1"
+        "python -m matchrepro tables --spec {params.spec:q} --results {input.metrics}"
+        " --published {input.published} --out {output} > {log} 2>&1"

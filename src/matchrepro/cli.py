@@ -55,8 +55,15 @@ def cmd_evaluate(a) -> None:
 def cmd_tables(a) -> None:
     from matchrepro.reporting.tables import load_results, write_tables
 
+    from matchrepro.reporting.published import load_published, write_comparisons
+    from matchrepro.reporting.tables import rows_for
+
     spec = _spec(a.spec)
-    for p in write_tables(load_results(a.results), spec["benchmarks"], a.out):
+    results = load_results(a.results)
+    written = write_tables(results, spec["benchmarks"], a.out)
+    if a.published:
+        written += write_comparisons(rows_for(results), load_published(a.published), spec["benchmarks"], a.out)
+    for p in written:
         print(p)
 
 
@@ -98,6 +105,27 @@ def cmd_preprocess_index(a) -> None:
     spec = _spec(a.spec)
     scenes = {Path(f).name.split(".")[0]: f for f in a.inputs}
     write_json_atomic(a.out, {"preprocessing": spec["preprocessing"], "scenes": scenes})
+
+
+def cmd_figures(a) -> None:
+    from matchrepro.io import atomic_dir
+    from matchrepro.reporting.figures import make_figures
+
+    with atomic_dir(a.out) as tmp:
+        for p in make_figures(_spec(a.spec), a.metrics, a.predictions, tmp):
+            print(Path(a.out) / p.name)
+
+
+def cmd_provenance(a) -> None:
+    from matchrepro.reporting.provenance import write_provenance
+
+    write_provenance(_spec(a.spec), a.out)
+
+
+def cmd_worst(a) -> None:
+    from matchrepro.reporting.worst import worst_pairs
+
+    print(worst_pairs(a.pairs_csv, a.n, a.by).to_string(index=False))
 
 
 def cmd_check_config(a) -> None:
@@ -142,7 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("tables", cmd_tables, "write one CSV and Markdown table per benchmark")
     s.add_argument("--spec", required=True)
     s.add_argument("--results", nargs="+", required=True)
+    s.add_argument("--published", default=None, help="published numbers (YAML) to compare with")
     s.add_argument("--out", required=True)
+    s = verb("figures", cmd_figures, "plots and match pictures of one benchmark")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--metrics", nargs="+", required=True)
+    s.add_argument("--predictions", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s = verb("provenance", cmd_provenance, "versions, config and git commit of this run (HTML + JSON)")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True, help="HTML file; the JSON is written beside it")
+    s = verb("worst", cmd_worst, "print the worst pairs of a per-pair results CSV")
+    s.add_argument("pairs_csv", help="results/metrics/<method>/<dataset>/<protocol>_pairs.csv")
+    s.add_argument("-n", type=int, default=10, help="how many pairs (default 10)")
+    s.add_argument("--by", default=None, help="column to sort by (default: the protocol's error)")
     s = verb("check-config", cmd_check_config, "validate a config file")
     s.add_argument("config")
     s = verb("download", cmd_download, "download a dataset (resumable, checksummed) and extract it")
@@ -162,7 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="*")
     for name, issue in [
         ("train", "issues #4 and #5: Patch2Pix and IMP training"),
-        ("plots", "issue #6: plots"),
     ]:
         s = verb(name, _later(name, issue), f"(later: {issue})")
         s.add_argument("--spec", default="{}")

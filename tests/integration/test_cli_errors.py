@@ -39,6 +39,14 @@ def test_extract_and_match_on_a_tiny_dataset(hpatches_spec, tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "e.json").read_text())["summary"]
     assert summary["mma@3px"] > 0.5  # identity homographies, illumination changes only
+    # a cache made with another method config is refused, not silently reused
+    other = json.loads(json.dumps(espec))
+    other["method"]["matcher"]["ratio"] = 0.9
+    r = run_cli("evaluate", "--spec", json.dumps(other), "--predictions", str(tmp_path / "m.h5"),
+                "--out", str(tmp_path / "e2.json"), "--pairs-out", str(tmp_path / "e2.csv"))
+    assert r.returncode == 1 and not (tmp_path / "e2.json").exists()
+    assert r.stderr.strip() == (f"error: {tmp_path / 'm.h5'}: predictions were made with a different 'method' "
+                                "config than this evaluation asks for; re-run matching (snakemake --forcerun match_pairs)")
 
 
 def test_corrupt_image_is_named(hpatches_spec, tmp_path):

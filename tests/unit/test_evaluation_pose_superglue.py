@@ -70,3 +70,40 @@ def test_reference_recover_pose_quirk_collapses_mask_in_far_scenes():
     cor = estimate_relative_pose(p0, p1, K, K, recover_pose="corrected")
     assert cor.inliers.sum() > ref.inliers.sum()
     assert pose_errors(cor, T)[2] < 1.0
+
+
+def test_imp_protocol_recovers_the_pose(two_view_scene):
+    from matchrepro.evaluation.pose_superglue import estimate_relative_pose_magsac
+
+    p0, p1, K0, K1, T = two_view_scene
+    rng = np.random.default_rng(1)
+    p1 = p1.copy()
+    p1[:40] = rng.uniform(0, 600, (40, 2))
+    est = estimate_relative_pose_magsac(p0, p1, K0, K1, threshold_px=1.0)
+    assert pose_errors(est, T)[2] < 1.0
+    assert est.inliers[40:].mean() > 0.9 and est.inliers[:40].mean() < 0.2
+    assert estimate_relative_pose_magsac(p0[:4], p1[:4], K0, K1).R is None
+
+
+def test_imp_decomposition_picks_the_cheiral_candidate(two_view_scene):
+    from matchrepro.evaluation.pose_superglue import decompose_essential_imp
+    from matchrepro.geometry.epipolar import essential_from_pose
+
+    p0, p1, K0, _, T = two_view_scene
+    # same K in both views, so IMP's averaged-K normalisation is exact
+    X1 = np.c_[np.linalg.inv(K0) @ np.c_[p0, np.ones(len(p0))].T].T
+    p1_same = ((X1 * 5) @ T[:3, :3].T + T[:3, 3]) @ K0.T
+    E = essential_from_pose(T)
+    R, t = decompose_essential_imp(E, p0, p1_same[:, :2] / p1_same[:, 2:], K0, K0)
+    assert np.allclose(R, T[:3, :3], atol=1e-6)
+    assert np.allclose(t, T[:3, 3] / np.linalg.norm(T[:3, 3]), atol=1e-6)
+
+
+def test_imp_precision(two_view_scene):
+    from matchrepro.evaluation.pose_superglue import epipolar_precision_imp
+
+    p0, p1, K0, K1, T = two_view_scene
+    assert epipolar_precision_imp(p0, p1, K0, K1, T) == (1.0, len(p0))
+    bad = p1 + [0, 60.0]  # ~0.1 normalised units off the line for most points
+    prec, n = epipolar_precision_imp(p0, bad, K0, K1, T)
+    assert prec < 0.1 and epipolar_precision_imp(p0[:0], p1[:0], K0, K1, T) == (0.0, 0)

@@ -70,8 +70,7 @@ def demo_run(tmp_path_factory):
     """The README's demo target, run in a scratch working directory."""
     work = tmp_path_factory.mktemp("demo")
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
-    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables",
-                  *PREPROCESSED)
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "all", *PREPROCESSED)
     return work, r
 
 
@@ -104,10 +103,12 @@ def test_demo_produces_tables_with_protocols(demo_run):
             assert df[col].notna().all(), (bench, col)
         assert "sift_mnn" in md.read_text()
     yfcc = pd.read_csv(work / "results" / "tables" / "yfcc.csv")
-    assert (yfcc.solver == "opencv_ransac").all() and (yfcc.threshold_px == 1.0).all()
+    sg = yfcc[yfcc.protocol == "pose_superglue"]
+    assert len(sg) == 2 and (sg.solver == "opencv_ransac").all() and (sg.threshold_px == 1.0).all()
+    assert (yfcc[yfcc.protocol == "pose_imp_yfcc"].solver == "opencv_magsac").all()
     assert yfcc["auc@20deg"].between(0, 100).all() and (yfcc["auc@20deg"] > 20).all()
     hp = pd.read_csv(work / "results" / "tables" / "hpatches.csv")
-    assert set(hp.protocol) == {"hpatches_mma", "hpatches_homography"}
+    assert set(hp.protocol) == {"hpatches_mma", "homography_loftr", "homography_patch2pix_paper", "homography_corrected"}
     mma = hp[hp.protocol == "hpatches_mma"]
     assert (mma["mma@3px"] > mma["mma@1px"] - 1e-9).all()
     # per-pair results are keyed by index and full relative paths
@@ -120,16 +121,99 @@ def test_second_run_has_nothing_to_do(demo_run):
     work, _ = demo_run
     r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables")
     assert "Nothing to be done" in r.stdout + r.stderr
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2")
+    assert "Nothing to be done" in r.stdout + r.stderr
 
 
 @pytest.mark.slow
 def test_protocol_change_reruns_evaluation_not_matching(demo_run):
     work, _ = demo_run
     text = (work / "config.yaml").read_text()
-    assert "    threshold_px: 1.0\n" in text
-    (work / "changed.yaml").write_text(text.replace("    threshold_px: 1.0\n", "    threshold_px: 2.0\n"))
+    old = "    threshold_px: 1.0\n    confidence: 0.99999\n"  # the pose_superglue block only
+    assert text.count(old) == 1
+    (work / "changed.yaml").write_text(text.replace(old, old.replace("1.0", "2.0")))
     r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "-n", "results/tables",
                   "--configfile", str(work / "changed.yaml"))
     jobs = job_counts(r.stdout)
     assert set(jobs) == {"evaluate", "tables", "total"}, jobs
     assert jobs["evaluate"] == 4
+
+
+@pytest.mark.slow
+def test_model_change_invalidates_cached_predictions(demo_run):
+    work, _ = demo_run
+    text = (work / "config.yaml").read_text()
+    old = "matcher: {type: nearest_neighbour, mutual: true, ratio: 0.8}"
+    assert old in text
+    (work / "changed_model.yaml").write_text(text.replace(old, old.replace("0.8", "0.9")))
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "-n", "results/tables",
+                  "--configfile", str(work / "changed_model.yaml"))
+    jobs = job_counts(r.stdout)
+    assert jobs["match_pairs"] == 3  # sift_mnn_ratio on the three benchmarks, features reused
+    assert "extract_features" not in jobs and "build_demo_dataset" not in jobs
+    assert jobs["evaluate"] == 2 + 2 + 4  # every protocol of sift_mnn_ratio
+
+
+@pytest.mark.slow
+def test_every_number_traces_to_a_protocol_block(demo_run):
+    import yaml
+
+    work, _ = demo_run
+    protocols = yaml.safe_load((work / "config.yaml").read_text())["protocols"]
+    csvs = sorted((work / "results" / "tables").glob("*.csv"))
+    assert len(csvs) == 6
+    for csv in csvs:
+        df = pd.read_csv(csv)
+        assert len(df) and df["protocol"].notna().all(), csv
+        if not csv.name.endswith("_vs_published.csv"):
+            assert set(df.protocol) <= set(protocols), csv
+            for _, row in df.iterrows():
+                block = protocols[row.protocol]
+                for knob in ("solver", "threshold_px", "frame", "corners", "precision_definition"):
+                    if knob in block:
+                        assert row[knob] == block[knob], (csv.name, row.protocol, knob)
+                assert isinstance(row.protocol_knobs, str) and row.protocol_knobs
+
+
+@pytest.mark.slow
+def test_figures_and_worst_pairs(demo_run):
+    work, _ = demo_run
+    for bench, names in (("hpatches", ["mma_curves", "corner_error_curves", "auc_bars"]),
+                         ("yfcc", ["pose_error_curves", "auc_bars"]), ("scannet", ["pose_error_curves"])):
+        for n in names:
+            for ext in ("png", "pdf"):
+                assert (work / "results" / "figures" / bench / f"{n}.{ext}").stat().st_size > 1000
+        assert list((work / "results" / "figures" / bench).glob("matches_sift_mnn_pair*.png"))
+    csv = work / "results" / "metrics" / "sift_mnn" / "yfcc" / "pose_superglue_pairs.csv"
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "worst", str(csv), "-n", "3"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(csv)
+    worst = df.sort_values("pose_error_deg", ascending=False, kind="stable").iloc[0]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 4 and "pose_error_deg" in lines[0] and worst["name0"] in lines[1]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+def test_report_opens_in_headless_chromium(demo_run, tmp_path):
+    work, _ = demo_run
+    snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--report", "results/report.html")
+    report = work / "results" / "report.html"
+    raw = report.read_text(errors="replace")
+    assert "<script src=" not in raw  # self-contained
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    r = subprocess.run([CHROMIUM, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180)
+    dom = r.stdout
+    # the menu is rendered by the report's JavaScript, so these prove the page ran
+    for category in (">Tables<", ">Figures<", ">Provenance<"):
+        assert category in dom, category
+    for name in ("yfcc.html", "hpatches_vs_published.html", "mma_curves.png", "pose_error_curves.png",
+                 "provenance.html"):
+        assert name in dom, name
+    assert "data:image/png;base64" in raw or "image/png" in raw

@@ -17,11 +17,13 @@ from matchrepro.datasets.benchmark import open_benchmark
 from matchrepro.datasets.resize import describe
 from matchrepro.errors import ConfigError, DatasetError
 from matchrepro.evaluation import metrics
-from matchrepro.evaluation.pose_superglue import epipolar_precision, estimate_relative_pose, pose_errors
+from matchrepro.evaluation.pose_superglue import (
+    epipolar_precision, epipolar_precision_imp, estimate_relative_pose, estimate_relative_pose_magsac, pose_errors,
+)
 from matchrepro.geometry.camera import rotate_intrinsics, rotate_relative_pose, scale_intrinsics
 from matchrepro.geometry.homography import corner_error, warp_points
 from matchrepro.io import atomic_path, write_json_atomic
-from matchrepro.pipeline.match import read_predictions
+from matchrepro.pipeline.match import check_predictions_config, read_predictions
 
 
 def _stored_size(image_size_upright, rot: int) -> tuple[int, int]:
@@ -42,13 +44,20 @@ def evaluate_relative_pose(bench, preds: dict, proto: dict) -> tuple[pd.DataFram
             s0, s1 = np.asarray(d["scale0"]), np.asarray(d["scale1"])
             k0, k1 = k0 / s0, k1 / s1
             K0, K1 = scale_intrinsics(K0, s0), scale_intrinsics(K1, s1)
-        est = estimate_relative_pose(
-            k0, k1, K0, K1, threshold_px=proto["threshold_px"], confidence=proto["confidence"],
-            max_iters=proto["max_iters"], focal_mean=proto["focal_mean"],
-            recover_pose=proto["recover_pose"], min_matches=proto["min_matches"],
-        )
+        if proto["solver"] == "opencv_magsac":
+            est = estimate_relative_pose_magsac(k0, k1, K0, K1, proto["threshold_px"], proto["confidence"],
+                                                proto["min_matches"])
+        else:
+            est = estimate_relative_pose(
+                k0, k1, K0, K1, threshold_px=proto["threshold_px"], confidence=proto["confidence"],
+                max_iters=proto["max_iters"], focal_mean=proto["focal_mean"],
+                recover_pose=proto["recover_pose"], min_matches=proto["min_matches"],
+            )
         err_R, err_t, err = pose_errors(est, T, fold=proto["fold_translation"])
-        prec, n_correct, _ = epipolar_precision(k0, k1, K0, K1, T, proto["epipolar_threshold"])
+        if proto["precision_definition"] == "imp":
+            prec, n_correct = epipolar_precision_imp(k0, k1, K0, K1, T, proto["epipolar_threshold"])
+        else:
+            prec, n_correct, _ = epipolar_precision(k0, k1, K0, K1, T, proto["epipolar_threshold"])
         n_kpts0 = len(d["keypoints0"])
         rows.append({
             "pair_index": p.index, "name0": p.name0, "name1": p.name1, "group": p.group,
@@ -101,24 +110,47 @@ def evaluate_hpatches_mma(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame
     return df, summary
 
 
+HOMOGRAPHY_SOLVERS = {"opencv_ransac": cv2.RANSAC, "opencv_magsac": cv2.USAC_MAGSAC,
+                      "opencv_lo_ransac": cv2.USAC_ACCURATE}
+
+
 def evaluate_homography(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame, dict]:
+    """Corner error of a robust homography. Knobs: ``frame`` (``original`` pixels, or the
+    ``resized`` frame the method saw, with H_gt rescaled), ``corners`` (``fixed``, or ``swapped``
+    as in the paper-era immatch code: (0,0), (0,w-1), (h-1,0), (h-1,w-1)), ``max_matches`` (top by
+    score) and the solver."""
     ths = proto["thresholds_px"]
     rows = []
     for p in bench.pairs:
         d = preds[p.index]
-        m = d["matches"]
+        m, scores = d["matches"], d["scores"]
+        if proto["max_matches"] and len(m) > proto["max_matches"]:
+            keep = np.argsort(-scores, kind="stable")[: proto["max_matches"]]
+            m = m[np.sort(keep)]
         k0, k1 = d["keypoints0"][m[:, 0]].astype(np.float64), d["keypoints1"][m[:, 1]].astype(np.float64)
+        w, h = (int(v) for v in d["image_size0"])
+        H_gt = p.H_0to1
+        if proto["frame"] == "resized":
+            S0, S1 = np.diag([*d["scale0"], 1.0]), np.diag([*d["scale1"], 1.0])
+            H_gt = np.linalg.inv(S1) @ H_gt @ S0
+            k0, k1 = k0 / d["scale0"], k1 / d["scale1"]
+            w, h = int(round(w / d["scale0"][0])), int(round(h / d["scale0"][1]))
         H = None
         if len(m) >= proto["min_matches"]:
-            H, _ = cv2.findHomography(k0, k1, cv2.RANSAC, proto["threshold_px"],
+            H, _ = cv2.findHomography(k0, k1, HOMOGRAPHY_SOLVERS[proto["solver"]], proto["threshold_px"],
                                       maxIters=proto["max_iters"], confidence=proto["confidence"])
-        w, h = (int(v) for v in d["image_size0"])
+        if proto["corners"] == "swapped":
+            w, h = h, w  # the bug swaps w and h in the corner list
         rows.append({"pair_index": p.index, "name0": p.name0, "name1": p.name1, "group": p.group,
-                     "num_matches": len(m), "corner_error_px": corner_error(H, p.H_0to1, w, h)})
+                     "num_matches": len(m), "corner_error_px": corner_error(H, H_gt, w, h)})
     df = pd.DataFrame(rows)
     err = df["corner_error_px"].to_numpy()
     summary = {f"h_acc@{t:g}px": 100.0 * a for t, a in zip(ths, metrics.accuracy_at(err, ths))}
     summary.update({f"h_auc@{t:g}px": 100.0 * a for t, a in zip(ths, metrics.pose_auc(err, ths))})
+    for g, label in (("i", "illumination"), ("v", "viewpoint")):
+        sub = df.loc[df.group == g, "corner_error_px"].to_numpy()
+        if len(sub):
+            summary.update({f"{label}_h_acc@{t:g}px": 100.0 * a for t, a in zip(ths, metrics.accuracy_at(sub, ths))})
     summary["num_failures"] = int(np.isnan(err).sum())
     summary["mean_matches"] = float(df.num_matches.mean())
     return df, summary
@@ -141,6 +173,7 @@ def evaluate(spec: dict, predictions: str | Path, out_json: str | Path, out_pair
     want = {"relative_pose": "relative_pose", "hpatches_mma": "homography", "homography": "homography"}
     if want[proto["type"]] != bench.kind:
         raise ConfigError(f"protocol {proto['name']} ({proto['type']}) does not apply to dataset {bench.name}")
+    check_predictions_config(predictions, spec)
     preds = dict(read_predictions(predictions))
     missing = [p.index for p in bench.pairs if p.index not in preds]
     if missing:

@@ -120,3 +120,72 @@ def epipolar_precision(
     )
     correct = d < threshold
     return float(np.mean(correct)), int(np.sum(correct)), d
+
+
+# ----------------------------------------------------------------------------------------------
+# IMP's own protocol (imp.md §4.1, §1.5): USAC_MAGSAC on original pixels with both K, and IMP's
+# cheirality-based decomposition.
+# ----------------------------------------------------------------------------------------------
+
+def decompose_essential_imp(E: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray,
+                            K1: np.ndarray, max_depth: float = 1000.0) -> tuple[np.ndarray, np.ndarray]:
+    """IMP's decomposition: normalise both point sets with ``(K0 + K1) / 2`` (as released),
+    triangulate the four (R, +-t) candidates with P0 = [I|0] and keep the one with most points at
+    0 < depth < ``max_depth`` in both views. Returns (R (3, 3), unit t (3,))."""
+    Kbar = (np.asarray(K0, np.float64) + np.asarray(K1, np.float64)) / 2.0
+    x0 = pixels_to_camera(kpts0, Kbar)
+    x1 = pixels_to_camera(kpts1, Kbar)
+    R1, R2, t = cv2.decomposeEssentialMat(E)
+    t = t.ravel()
+    P0 = np.eye(3, 4)
+    best, best_n = None, -1
+    for R, tt in ((R1, t), (R1, -t), (R2, t), (R2, -t)):
+        P1 = np.concatenate([R, tt[:, None]], 1)
+        X = cv2.triangulatePoints(P0, P1, x0.T, x1.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X = X[:3] / X[3]
+        z0 = X[2]
+        z1 = (R @ X + tt[:, None])[2]
+        n = int(np.sum((z0 > 0) & (z0 < max_depth) & (z1 > 0) & (z1 < max_depth)))
+        if n > best_n:
+            best, best_n = (R, tt / np.linalg.norm(tt)), n
+    return best
+
+
+def estimate_relative_pose_magsac(
+    kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray, K1: np.ndarray,
+    threshold_px: float = 1.0, confidence: float = 0.99999, min_matches: int = 5,
+) -> PoseEstimate:
+    """IMP protocol: ``cv2.findEssentialMat`` with both camera matrices, USAC_MAGSAC, the
+    threshold in pixels (OpenCV scales it by the mean focal), then :func:`decompose_essential_imp`
+    on the inliers. Fewer than ``min_matches`` matches or no E -> failure."""
+    n = len(kpts0)
+    if n < min_matches:
+        return PoseEstimate(None, None, np.zeros(n, bool))
+    k0 = np.ascontiguousarray(kpts0, np.float64)
+    k1 = np.ascontiguousarray(kpts1, np.float64)
+    E, mask = cv2.findEssentialMat(k0, k1, np.asarray(K0, np.float64), None, np.asarray(K1, np.float64), None,
+                                   method=cv2.USAC_MAGSAC, prob=confidence, threshold=threshold_px)
+    if E is None or mask is None or E.shape != (3, 3):
+        return PoseEstimate(None, None, np.zeros(n, bool))
+    inl = mask.ravel() > 0
+    if inl.sum() < min_matches:
+        return PoseEstimate(None, None, inl)
+    R, t = decompose_essential_imp(E, k0[inl], k1[inl], K0, K1)
+    return PoseEstimate(R, t, inl)
+
+
+def epipolar_precision_imp(kpts0, kpts1, K0, K1, T_0to1, threshold: float = 0.005) -> tuple[float, int]:
+    """IMP/SGMNet precision: a match is correct iff the mean of its two point-to-epipolar-line
+    distances in normalised camera coordinates is below ``threshold``."""
+    if len(kpts0) == 0:
+        return 0.0, 0
+    E = essential_from_pose(T_0to1)
+    x0 = np.concatenate([pixels_to_camera(kpts0, K0), np.ones((len(kpts0), 1))], 1)
+    x1 = np.concatenate([pixels_to_camera(kpts1, K1), np.ones((len(kpts1), 1))], 1)
+    l1 = x0 @ E.T  # epipolar lines in image 1
+    l0 = x1 @ E  # in image 0
+    r = np.abs(np.sum(x1 * l1, 1))
+    d = (r / np.linalg.norm(l1[:, :2], axis=1) + r / np.linalg.norm(l0[:, :2], axis=1)) / 2
+    correct = d < threshold
+    return float(np.mean(correct)), int(correct.sum())

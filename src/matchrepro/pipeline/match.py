@@ -55,6 +55,20 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None) -> Non
         f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
 
 
+def check_predictions_config(path: str | Path, spec: dict) -> None:
+    """Refuse a predictions cache made with another method, dataset or resize config (Snakemake
+    re-runs matching when those change, but a cache copied by hand or a run with relaxed rerun
+    triggers must never be evaluated silently)."""
+    with h5py.File(path, "r") as f:
+        made = json.loads(f.attrs.get("config", "{}"))
+    for key in ("method", "dataset", "resize"):
+        if made.get(key) != spec.get(key):
+            raise ConfigError(
+                f"{path}: predictions were made with a different '{key}' config than this evaluation "
+                f"asks for; re-run matching (snakemake --forcerun match_pairs)"
+            )
+
+
 def read_predictions(path: str | Path):
     """Yield ``(index, dict)`` per pair from a predictions file."""
     with h5py.File(path, "r") as f:

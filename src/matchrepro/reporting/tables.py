@@ -18,8 +18,9 @@ from matchrepro.io import atomic_path, write_text_atomic
 #: The knobs that apply to each protocol type (CSV columns; others stay empty).
 KNOBS = {
     "relative_pose": ("solver", "threshold_px", "confidence", "max_iters", "focal_mean", "frame",
-                      "recover_pose", "fold_translation", "min_matches", "epipolar_threshold"),
-    "homography": ("solver", "threshold_px", "confidence", "max_iters", "min_matches", "frame"),
+                      "recover_pose", "fold_translation", "min_matches", "precision_definition", "epipolar_threshold"),
+    "homography": ("solver", "threshold_px", "confidence", "max_iters", "min_matches", "max_matches",
+                   "corners", "frame"),
     "hpatches_mma": (),
 }
 
@@ -33,8 +34,17 @@ def protocol_knobs(proto: dict) -> str:
         "solver": "{}", "threshold_px": "{:g}px", "confidence": "conf={:g}", "max_iters": "iters={}",
         "focal_mean": "focal={}", "frame": "frame={}", "recover_pose": "recoverPose={}",
         "fold_translation": "t-fold={}", "min_matches": "min={}", "epipolar_threshold": "epi<{:g}",
+        "precision_definition": "prec={}", "max_matches": "top={}", "corners": "corners={}",
     }
-    return " ".join(fmt[k].format(proto[k]) for k in KNOBS[proto["type"]] if k in proto)
+    return " ".join(fmt[k].format(proto[k]) for k in applicable_knobs(proto) if proto.get(k) is not None)
+
+
+def applicable_knobs(proto: dict) -> tuple[str, ...]:
+    """Knobs that change this protocol's numbers (MAGSAC ignores the SuperGlue-only ones)."""
+    knobs = KNOBS[proto["type"]]
+    if proto["type"] == "relative_pose" and proto.get("solver") == "opencv_magsac":
+        knobs = tuple(k for k in knobs if k not in ("focal_mean", "recover_pose", "max_iters"))
+    return knobs
 
 
 def load_results(paths: list[str | Path]) -> list[dict]:
@@ -56,7 +66,7 @@ def rows_for(results: list[dict]) -> pd.DataFrame:
             "protocol": r["protocol"], "protocol_type": proto["type"],
             "protocol_knobs": protocol_knobs(proto),
         }
-        row.update({k: proto.get(k) for k in KNOBS[proto["type"]]})
+        row.update({k: proto.get(k) for k in applicable_knobs(proto)})
         row.update({"resize": r["resize"], "max_keypoints": r["max_keypoints"],
                     "num_pairs": r["num_pairs"], "num_failures": r["summary"].get("num_failures", 0)})
         row.update({k: v for k, v in r["summary"].items() if k != "num_failures"})
@@ -97,6 +107,14 @@ TITLES = {"relative_pose": "Relative pose (AUC in %, exact trapezoid; P and MS i
           "homography": "HPatches homography estimation (corner error; accuracy and AUC in %)"}
 
 
+def to_html(df: pd.DataFrame, title: str) -> str:
+    """A standalone HTML page with the table (for the Snakemake report)."""
+    table = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=1)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<style>td,th{padding:2px 6px;font:12px sans-serif}</style></head>"
+            f"<body><h3>{title}</h3>{table}</body></html>\n")
+
+
 def write_tables(results: list[dict], benchmarks: dict[str, str], out_dir: str | Path) -> list[Path]:
     """Write ``<benchmark>.csv`` and ``<benchmark>.md`` for each ``benchmark -> dataset``."""
     out_dir = Path(out_dir)
@@ -117,5 +135,6 @@ def write_tables(results: list[dict], benchmarks: dict[str, str], out_dir: str |
                 continue
             md.append(f"\n## {TITLES[ptype]}\n\n" + _md_table(part, MD_COLUMNS[ptype]))
         write_text_atomic(out_dir / f"{bench}.md", "".join(md))
-        written += [out_dir / f"{bench}.csv", out_dir / f"{bench}.md"]
+        write_text_atomic(out_dir / f"{bench}.html", to_html(df, f"{bench}: dataset {dataset}"))
+        written += [out_dir / f"{bench}.csv", out_dir / f"{bench}.md", out_dir / f"{bench}.html"]
     return written

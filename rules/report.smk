@@ -1,0 +1,53 @@
+# What people read: tables (in evaluate.smk), figures per benchmark, provenance; all marked
+# for `snakemake --report`.
+
+
+rule figures:
+    input:
+        metrics=get_benchmark_metrics,
+        predictions=get_benchmark_predictions,
+        dataset=get_benchmark_dataset_input,
+        code=code("reporting"),
+    output:
+        report(
+            directory("results/figures/{benchmark}"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+            subcategory="{benchmark}",
+        ),
+    log:
+        "logs/figures/{benchmark}.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        spec=figures_spec,
+    shell:
+        "python -m matchrepro figures --spec {params.spec:q} --metrics {input.metrics}"
+        " --predictions {input.predictions} --out {output} > {log} 2>&1"
+
+
+rule provenance:
+    input:
+        code=code("reporting"),
+    output:
+        html=report(
+            "results/provenance/provenance.html",
+            caption="../report/provenance.rst",
+            category="Provenance",
+        ),
+        json="results/provenance/provenance.json",
+    log:
+        "logs/provenance.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        spec=lambda w: spec(config=config),
+    shell:
+        "python -m matchrepro provenance --spec {params.spec:q} --out {output.html} > {log} 2>&1"
