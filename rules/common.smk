@@ -35,12 +35,23 @@ PUBLISHED = str(Path(workflow.basedir) / "report" / "published.yaml")
 
 def code(*modules):
     """Source files of the package that a step runs (an input, so editing them re-runs the
-    step and everything after it). ``modules``: sub-packages or ``.py`` files of matchrepro."""
-    files = {PACKAGE / "cli.py", PACKAGE / "io.py", PACKAGE / "errors.py"}
+    step and everything after it). ``modules``: sub-packages or ``.py`` files of matchrepro.
+    ``io.py`` (the file formats) always counts; the CLI dispatch (``cli.py``) does not."""
+    files = {PACKAGE / "io.py"}
     for m in modules:
         p = PACKAGE / m
         files |= set(p.glob("*.py")) if p.is_dir() else {p}
     return sorted(str(f) for f in files)
+
+
+def _datasets_with(sharded):
+    names = [n for n, d in config["datasets"].items() if (d["shards"] > 1) == sharded]
+    return "|".join(sorted(names)) or "__none__"
+
+
+def get_shards(dataset):
+    n = config["datasets"][dataset]["shards"]
+    return [f"{k}-of-{n}" for k in range(n)]
 
 
 def _names(section):
@@ -57,6 +68,12 @@ wildcard_constraints:
     prep=_names("preprocessing"),
     scene="[0-9A-Za-z_]+",
     benchmark=_names("benchmarks"),
+    shard=r"\d+-of-\d+",
+
+
+def dataset_spec(name):
+    """A dataset block without its scheduling knob (``shards`` never changes a result)."""
+    return {k: v for k, v in config["datasets"][name].items() if k != "shards"}
 
 
 def spec(**blocks):
@@ -106,7 +123,7 @@ def features_arg(wildcards, input):
 
 def extract_spec(wildcards):
     return spec(
-        dataset=config["datasets"][wildcards.dataset],
+        dataset=dataset_spec(wildcards.dataset),
         features=effective_features(config, wildcards.features, wildcards.dataset),
         resize=effective_resize(config, wildcards.dataset, features=wildcards.features),
     )
@@ -116,7 +133,7 @@ def match_spec(wildcards):
     m = config["methods"][wildcards.method]
     f = m["features"]
     return spec(
-        dataset=config["datasets"][wildcards.dataset],
+        dataset=dataset_spec(wildcards.dataset),
         method=m,
         features=effective_features(config, f, wildcards.dataset) if f else None,
         resize=effective_resize(config, wildcards.dataset, wildcards.method, f),
@@ -128,7 +145,7 @@ def evaluate_spec(wildcards):
     f = m["features"]
     budget = effective_features(config, f, wildcards.dataset)["max_keypoints"] if f else None
     return spec(
-        dataset=config["datasets"][wildcards.dataset],
+        dataset=dataset_spec(wildcards.dataset),
         method=m,
         protocol=config["protocols"][wildcards.protocol],
         resize=effective_resize(config, wildcards.dataset, wildcards.method, f),
@@ -151,7 +168,7 @@ def tables_spec(wildcards=None):
 
 def train_inputs(wildcards):
     t = config["training"][wildcards.model]
-    inputs = {"data": f"resources/preprocessed/{t['data']}/index.json"}
+    inputs = {"data": f"resources/preprocessed/{t['data']}/index.json"} if t["data"] else {}
     if t["init"]:
         inputs["init"] = weights_path(t["init"])
     return inputs
@@ -183,7 +200,7 @@ def preprocess_spec(wildcards):
     f = p["params"].get("features")
     return spec(
         preprocessing=p,
-        dataset=config["datasets"][p["dataset"]],
+        dataset=dataset_spec(p["dataset"]),
         features=config["features"][f] if f else None,
     )
 
@@ -224,7 +241,7 @@ def get_benchmark_dataset_input(wildcards):
 
 def figures_spec(wildcards):
     b = config["benchmarks"][wildcards.benchmark]
-    return spec(benchmark=wildcards.benchmark, dataset=config["datasets"][b["dataset"]])
+    return spec(benchmark=wildcards.benchmark, dataset=dataset_spec(b["dataset"]))
 
 
 def get_final_output(wildcards=None):
@@ -233,3 +250,14 @@ def get_final_output(wildcards=None):
         *[f"results/figures/{b}" for b in config["benchmarks"]],
         "results/provenance/provenance.html",
     ]
+
+
+def method_gpus(wildcards):
+    """Learned matchers run on a GPU on a cluster; descriptor matching does not need one."""
+    return 0 if config["methods"][wildcards.method]["matcher"]["type"] == "nearest_neighbour" else 1
+
+
+def train_param(wildcards, key, default):
+    """Cluster resources of a training run, from ``training.<model>.params`` (gpus, threads,
+    mem_mb, runtime); ``processes`` > 1 runs torch DDP through torchrun inside the job."""
+    return config["training"][wildcards.model]["params"].get(key, default)

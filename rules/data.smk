@@ -16,7 +16,7 @@ checkpoint build_demo_dataset:
         mem_mb=2000,
         runtime=30,
     params:
-        spec=lambda w: spec(dataset=config["datasets"][w.dataset]),
+        spec=lambda w: spec(dataset=dataset_spec(w.dataset)),
     shell:
         "python -m matchrepro build-demo --spec {params.spec:q} --out {output} > {log} 2>&1"
 
@@ -33,7 +33,7 @@ checkpoint download_dataset:
         mem_mb=2000,
         runtime=24 * 60,
     params:
-        spec=lambda w: spec(dataset=config["datasets"][w.dataset]),
+        spec=lambda w: spec(dataset=dataset_spec(w.dataset)),
         cache=lambda w: f"resources/downloads/{w.dataset}",
     shell:
         "python -m matchrepro download --spec {params.spec:q} --cache {params.cache} --out {output} > {log} 2>&1"

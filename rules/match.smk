@@ -14,6 +14,7 @@ rule extract_features:
     conda:
         "../envs/matchrepro.yaml"
     resources:
+        gpu=lambda w: 0 if config["features"][w.features]["type"] == "sift" else 1,
         mem_mb=4000,
         runtime=120,
     params:
@@ -23,6 +24,8 @@ rule extract_features:
 
 
 rule match_pairs:
+    wildcard_constraints:
+        dataset=_datasets_with(sharded=False),
     input:
         unpack(get_match_inputs),
         code=code("matchers", "pipeline/match.py", "datasets"),
@@ -35,6 +38,7 @@ rule match_pairs:
     conda:
         "../envs/matchrepro.yaml"
     resources:
+        gpu=method_gpus,
         mem_mb=8000,
         runtime=240,
     params:
@@ -42,3 +46,48 @@ rule match_pairs:
         features=features_arg,
     shell:
         "python -m matchrepro match --spec {params.spec:q} {params.features} --out {output} > {log} 2>&1"
+
+
+# Sharded datasets (`shards: n` > 1): matching runs per contiguous chunk of pairs, then merges.
+
+
+rule match_pairs_shard:
+    input:
+        unpack(get_match_inputs),
+        code=code("matchers", "pipeline/match.py", "datasets"),
+    output:
+        "results/matches/{method}/{dataset}/shard_{shard}.h5",
+    log:
+        "logs/match_pairs/{method}/{dataset}/shard_{shard}.log",
+    benchmark:
+        "results/runtime/match_pairs/{method}/{dataset}/shard_{shard}.tsv"
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        gpu=method_gpus,
+        mem_mb=8000,
+        runtime=240,
+    params:
+        spec=match_spec,
+        features=features_arg,
+    shell:
+        "python -m matchrepro match --spec {params.spec:q} {params.features} --shard {wildcards.shard}"
+        " --out {output} > {log} 2>&1"
+
+
+rule gather_matches:
+    wildcard_constraints:
+        dataset=_datasets_with(sharded=True),
+    input:
+        lambda w: [f"results/matches/{w.method}/{w.dataset}/shard_{s}.h5" for s in get_shards(w.dataset)],
+    output:
+        "results/matches/{method}/{dataset}.h5",
+    log:
+        "logs/gather_matches/{method}/{dataset}.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "python -m matchrepro gather-matches --out {output} {input} > {log} 2>&1"

@@ -12,11 +12,11 @@ rule train_model:
         "results/runtime/train_model/{model}.tsv"
     conda:
         "../envs/matchrepro.yaml"
-    threads: 4
+    threads: lambda w: train_param(w, "threads", 4)
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=48 * 60,
+        gpu=lambda w: train_param(w, "gpus", 1),
+        mem_mb=lambda w: train_param(w, "mem_mb", 32000),
+        runtime=lambda w: train_param(w, "runtime", 48 * 60),
     params:
         spec=lambda w: spec(training=config["training"][w.model]),
     shell:

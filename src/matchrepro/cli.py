@@ -39,16 +39,55 @@ def cmd_extract(a) -> None:
     extract_features(_spec(a.spec), a.out)
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """``k-of-n`` (0-based k) -> (k, n)."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(v) for v in text.split("-of-"))
+    except ValueError:
+        raise MatchReproError(f"--shard must look like 0-of-4, got {text!r}") from None
+    if not 0 <= k < n:
+        raise MatchReproError(f"--shard {text}: need 0 <= k < n")
+    return k, n
+
+
 def cmd_match(a) -> None:
     from matchrepro.pipeline.match import match_pairs
 
-    match_pairs(_spec(a.spec), a.out, a.features)
+    match_pairs(_spec(a.spec), a.out, a.features, _shard(a.shard))
+
+
+def cmd_gather_matches(a) -> None:
+    from matchrepro.pipeline.match import gather_predictions
+
+    gather_predictions(a.inputs, a.out)
 
 
 def cmd_evaluate(a) -> None:
-    from matchrepro.evaluation.evaluate import evaluate
+    from matchrepro.evaluation.evaluate import evaluate, evaluate_rows
+    from matchrepro.io import atomic_path
 
-    r = evaluate(_spec(a.spec), a.predictions, a.out, a.pairs_out)
+    spec = _spec(a.spec)
+    if a.shard is not None:  # per-pair rows only; the summary comes from gather-evaluation
+        df = evaluate_rows(spec, a.predictions, _shard(a.shard))
+        with atomic_path(a.pairs_out) as tmp:
+            df.to_csv(tmp, index=False)
+        print(f"{len(df)} pairs -> {a.pairs_out}")
+        return
+    if a.out is None:
+        raise MatchReproError("evaluate: --out is required without --shard")
+    r = evaluate(spec, a.predictions, a.out, a.pairs_out)
+    print(json.dumps({"method": r["method"], "protocol": r["protocol"], **r["summary"]}, default=str))
+
+
+def cmd_gather_evaluation(a) -> None:
+    import pandas as pd
+
+    from matchrepro.evaluation.evaluate import summarize
+
+    df = pd.concat([pd.read_csv(p) for p in a.inputs], ignore_index=True)
+    r = summarize(_spec(a.spec), df, a.out, a.pairs_out)
     print(json.dumps({"method": r["method"], "protocol": r["protocol"], **r["summary"]}, default=str))
 
 
@@ -128,6 +167,38 @@ def cmd_worst(a) -> None:
     print(worst_pairs(a.pairs_csv, a.n, a.by).to_string(index=False))
 
 
+def cmd_train(a) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from matchrepro.training.loop import launched_by_torchrun
+
+    spec = _spec(a.spec)
+    t = spec["training"]
+    procs = int(t["params"].get("processes", 1))
+    print(f"training {t['name']} ({t['model']}): CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}"
+          f", processes={procs}", flush=True)
+    if procs > 1 and not launched_by_torchrun():
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+               "-m", "matchrepro", "train", "--spec", a.spec, "--out", a.out]
+        raise SystemExit(subprocess.run(cmd).returncode)
+    if t["model"] != "toy":
+        raise NotYetAvailableError(f"training the {t['model']} model is not implemented in this version yet "
+                                   "(issues #4 and #5)")
+    from matchrepro.training.loop import Interrupted, train
+    from matchrepro.training.toy import ToyTask
+
+    out = Path(a.out)
+    try:
+        res = train(ToyTask(), t["params"], out.parent)
+    except Interrupted:
+        raise SystemExit(130)
+    if int(os.environ.get("RANK", "0")) == 0:
+        shutil.copyfile(out.parent / "final.pth", out)
+        print(json.dumps(res), flush=True)
+
+
 def cmd_check_config(a) -> None:
     from matchrepro.config import load_config
 
@@ -161,12 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("match", cmd_match, "match all pairs of a dataset into a predictions cache")
     s.add_argument("--spec", required=True)
     s.add_argument("--features", default=None)
+    s.add_argument("--shard", default=None, help="k-of-n: only the k-th (0-based) of n chunks of pairs")
     s.add_argument("--out", required=True)
+    s = verb("gather-matches", cmd_gather_matches, "merge shard prediction caches")
+    s.add_argument("--out", required=True)
+    s.add_argument("inputs", nargs="+")
     s = verb("evaluate", cmd_evaluate, "evaluate cached predictions under a protocol")
     s.add_argument("--spec", required=True)
     s.add_argument("--predictions", required=True)
-    s.add_argument("--out", required=True, help="summary JSON")
+    s.add_argument("--shard", default=None, help="k-of-n: per-pair rows of one shard only (no summary)")
+    s.add_argument("--out", default=None, help="summary JSON")
     s.add_argument("--pairs-out", required=True, help="per-pair CSV")
+    s = verb("gather-evaluation", cmd_gather_evaluation, "summary of the per-pair rows of all shards")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True, help="summary JSON")
+    s.add_argument("--pairs-out", required=True, help="per-pair CSV of all pairs")
+    s.add_argument("inputs", nargs="+")
     s = verb("tables", cmd_tables, "write one CSV and Markdown table per benchmark")
     s.add_argument("--spec", required=True)
     s.add_argument("--results", nargs="+", required=True)
@@ -184,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pairs_csv", help="results/metrics/<method>/<dataset>/<protocol>_pairs.csv")
     s.add_argument("-n", type=int, default=10, help="how many pairs (default 10)")
     s.add_argument("--by", default=None, help="column to sort by (default: the protocol's error)")
+    s = verb("train", cmd_train, "train a model (DDP through torchrun when params.processes > 1)")
+    s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True, help="weights file; checkpoints and log.csv go beside it")
+    s.add_argument("inputs", nargs="*", help="training data and initial weights (read from the spec)")
     s = verb("check-config", cmd_check_config, "validate a config file")
     s.add_argument("config")
     s = verb("download", cmd_download, "download a dataset (resumable, checksummed) and extract it")
@@ -202,7 +287,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("inputs", nargs="*")
     for name, issue in [
-        ("train", "issues #4 and #5: Patch2Pix and IMP training"),
     ]:
         s = verb(name, _later(name, issue), f"(later: {issue})")
         s.add_argument("--spec", default="{}")

@@ -109,7 +109,7 @@ def _check_references(config: dict, source: str) -> None:
             if p not in config["protocols"]:
                 raise ConfigError(f"{source}: benchmarks.{name}.protocols: unknown protocol '{p}'")
     for name, t in config["training"].items():
-        if t["data"] not in config["preprocessing"]:
+        if t["model"] != "toy" and t["data"] not in config["preprocessing"]:
             raise ConfigError(f"{source}: training.{name}.data: unknown preprocessing run '{t['data']}'")
         if t["init"] is not None and t["init"] not in config["weights"] and t["init"] not in config["training"]:
             raise ConfigError(f"{source}: training.{name}.init: unknown weights '{t['init']}'")

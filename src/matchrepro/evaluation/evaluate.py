@@ -31,9 +31,9 @@ def _stored_size(image_size_upright, rot: int) -> tuple[int, int]:
     return (h, w) if rot % 2 else (w, h)
 
 
-def evaluate_relative_pose(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame, dict]:
+def evaluate_relative_pose(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     rows = []
-    for p in tqdm(bench.pairs, desc=f"evaluate {proto['name']}", unit="pair"):
+    for p in tqdm(pairs, desc=f"evaluate {proto['name']}", unit="pair"):
         d = preds[p.index]
         K0 = rotate_intrinsics(p.K0, _stored_size(d["image_size0"], p.rot0), p.rot0)
         K1 = rotate_intrinsics(p.K1, _stored_size(d["image_size1"], p.rot1), p.rot1)
@@ -67,7 +67,10 @@ def evaluate_relative_pose(bench, preds: dict, proto: dict) -> tuple[pd.DataFram
             "matching_score": n_correct / n_kpts0 if n_kpts0 else 0.0,
             "degenerate_gt": bool(np.linalg.norm(T[:3, 3]) == 0),
         })
-    df = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def summarize_relative_pose(df: pd.DataFrame, proto: dict) -> dict:
     ths = proto["auc_thresholds_deg"]
     aucs = metrics.pose_auc(df["pose_error_deg"].to_numpy(), ths)
     summary = {f"auc@{t:g}deg": 100.0 * a for t, a in zip(ths, aucs)}
@@ -79,13 +82,13 @@ def evaluate_relative_pose(bench, preds: dict, proto: dict) -> tuple[pd.DataFram
         "num_failures": int(np.sum(~np.isfinite(df["pose_error_deg"]))),
         "num_degenerate_gt": int(df["degenerate_gt"].sum()),
     })
-    return df, summary
+    return summary
 
 
-def evaluate_hpatches_mma(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame, dict]:
+def evaluate_hpatches_mma(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     ths = proto["thresholds_px"]
     rows = []
-    for p in bench.pairs:
+    for p in pairs:
         d = preds[p.index]
         m = d["matches"]
         k0, k1 = d["keypoints0"][m[:, 0]].astype(np.float64), d["keypoints1"][m[:, 1]].astype(np.float64)
@@ -95,7 +98,11 @@ def evaluate_hpatches_mma(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame
                "num_matches": len(m)}
         row.update({f"mma@{t:g}px": v for t, v in zip(ths, metrics.matched_point_accuracy(dist, ths))})
         rows.append(row)
-    df = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def summarize_hpatches_mma(df: pd.DataFrame, proto: dict) -> dict:
+    ths = proto["thresholds_px"]
     summary = {}
     for t in ths:
         col = f"mma@{t:g}px"
@@ -107,21 +114,21 @@ def evaluate_hpatches_mma(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame
     summary["num_illumination_pairs"] = int((df.group == "i").sum())
     summary["num_viewpoint_pairs"] = int((df.group == "v").sum())
     summary["num_failures"] = 0
-    return df, summary
+    return summary
 
 
 HOMOGRAPHY_SOLVERS = {"opencv_ransac": cv2.RANSAC, "opencv_magsac": cv2.USAC_MAGSAC,
                       "opencv_lo_ransac": cv2.USAC_ACCURATE}
 
 
-def evaluate_homography(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame, dict]:
+def evaluate_homography(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     """Corner error of a robust homography. Knobs: ``frame`` (``original`` pixels, or the
     ``resized`` frame the method saw, with H_gt rescaled), ``corners`` (``fixed``, or ``swapped``
     as in the paper-era immatch code: (0,0), (0,w-1), (h-1,0), (h-1,w-1)), ``max_matches`` (top by
     score) and the solver."""
     ths = proto["thresholds_px"]
     rows = []
-    for p in bench.pairs:
+    for p in pairs:
         d = preds[p.index]
         m, scores = d["matches"], d["scores"]
         if proto["max_matches"] and len(m) > proto["max_matches"]:
@@ -143,7 +150,11 @@ def evaluate_homography(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame, 
             w, h = h, w  # the bug swaps w and h in the corner list
         rows.append({"pair_index": p.index, "name0": p.name0, "name1": p.name1, "group": p.group,
                      "num_matches": len(m), "corner_error_px": corner_error(H, H_gt, w, h)})
-    df = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def summarize_homography(df: pd.DataFrame, proto: dict) -> dict:
+    ths = proto["thresholds_px"]
     err = df["corner_error_px"].to_numpy()
     summary = {f"h_acc@{t:g}px": 100.0 * a for t, a in zip(ths, metrics.accuracy_at(err, ths))}
     summary.update({f"h_auc@{t:g}px": 100.0 * a for t, a in zip(ths, metrics.pose_auc(err, ths))})
@@ -153,32 +164,57 @@ def evaluate_homography(bench, preds: dict, proto: dict) -> tuple[pd.DataFrame, 
             summary.update({f"{label}_h_acc@{t:g}px": 100.0 * a for t, a in zip(ths, metrics.accuracy_at(sub, ths))})
     summary["num_failures"] = int(np.isnan(err).sum())
     summary["mean_matches"] = float(df.num_matches.mean())
-    return df, summary
+    return summary
 
 
+#: protocol type -> (per-pair rows, summary of all rows). Summaries are always computed over all
+#: pairs at once (never averaged over shards), so sharded and unsharded runs agree exactly.
 PROTOCOLS = {
-    "relative_pose": evaluate_relative_pose,
-    "hpatches_mma": evaluate_hpatches_mma,
-    "homography": evaluate_homography,
+    "relative_pose": (evaluate_relative_pose, summarize_relative_pose),
+    "hpatches_mma": (evaluate_hpatches_mma, summarize_hpatches_mma),
+    "homography": (evaluate_homography, summarize_homography),
 }
 
 
-def evaluate(spec: dict, predictions: str | Path, out_json: str | Path, out_pairs: str | Path) -> dict:
-    """``spec``: ``{"dataset", "method", "protocol", "resize", "max_keypoints"}`` blocks."""
+def shard_of(items: list, shard: tuple[int, int] | None) -> list:
+    """Contiguous shard ``k`` of ``n`` (0-based) of a list; all of it when ``shard`` is None."""
+    if shard is None:
+        return items
+    k, n = shard
+    bounds = np.linspace(0, len(items), n + 1).round().astype(int)
+    return items[bounds[k]: bounds[k + 1]]
+
+
+def _setup(spec: dict):
     proto = spec["protocol"]
-    fn = PROTOCOLS.get(proto["type"])
-    if fn is None:
+    if proto["type"] not in PROTOCOLS:
         raise ConfigError(f"protocols.{proto['name']}.type: unknown type {proto['type']!r}")
     bench = open_benchmark(spec["dataset"])
     want = {"relative_pose": "relative_pose", "hpatches_mma": "homography", "homography": "homography"}
     if want[proto["type"]] != bench.kind:
         raise ConfigError(f"protocol {proto['name']} ({proto['type']}) does not apply to dataset {bench.name}")
+    return proto, bench
+
+
+def evaluate_rows(spec: dict, predictions: str | Path, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Per-pair rows of the pairs in ``shard`` (all pairs when None) from a predictions cache."""
+    proto, bench = _setup(spec)
     check_predictions_config(predictions, spec)
     preds = dict(read_predictions(predictions))
-    missing = [p.index for p in bench.pairs if p.index not in preds]
+    pairs = shard_of(bench.pairs, shard)
+    missing = [p.index for p in pairs if p.index not in preds]
     if missing:
         raise DatasetError(f"{predictions}: no prediction for {len(missing)} pairs (first: {missing[0]})")
-    df, summary = fn(bench, preds, proto)
+    return PROTOCOLS[proto["type"]][0](pairs, preds, proto)
+
+
+def summarize(spec: dict, df: pd.DataFrame, out_json: str | Path, out_pairs: str | Path) -> dict:
+    """Summary of all per-pair rows (with every knob that produced them), written atomically."""
+    proto, bench = _setup(spec)
+    df = df.sort_values("pair_index", kind="stable").reset_index(drop=True)
+    if sorted(df.pair_index) != [p.index for p in bench.pairs]:
+        raise DatasetError(f"per-pair results cover {len(df)} of {len(bench.pairs)} pairs of {bench.name}")
+    summary = PROTOCOLS[proto["type"]][1](df, proto)
     result = {
         "method": spec["method"]["name"],
         "dataset": bench.name,
@@ -195,3 +231,8 @@ def evaluate(spec: dict, predictions: str | Path, out_json: str | Path, out_pair
         df.to_csv(tmp, index=False)
     write_json_atomic(out_json, result)
     return result
+
+
+def evaluate(spec: dict, predictions: str | Path, out_json: str | Path, out_pairs: str | Path) -> dict:
+    """``spec``: ``{"dataset", "method", "protocol", "resize", "max_keypoints"}`` blocks."""
+    return summarize(spec, evaluate_rows(spec, predictions), out_json, out_pairs)

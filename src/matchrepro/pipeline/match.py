@@ -25,9 +25,13 @@ def _read_features(f: h5py.File, name: str, path: str) -> dict:
     }
 
 
-def match_pairs(spec: dict, out: str | Path, features: str | Path | None) -> None:
-    """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``."""
+def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard: tuple[int, int] | None = None) -> None:
+    """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``;
+    ``shard = (k, n)`` matches only the k-th of n contiguous chunks of the pairs."""
+    from matchrepro.evaluation.evaluate import shard_of
+
     bench = open_benchmark(spec["dataset"])
+    pairs = shard_of(bench.pairs, shard)
     method = spec["method"]
     matcher = method["matcher"]
     if matcher["type"] != "nearest_neighbour":
@@ -39,8 +43,8 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None) -> Non
         f.attrs["config"] = json.dumps(spec, sort_keys=True)
         f.attrs["method"] = method["name"]
         f.attrs["dataset"] = spec["dataset"]["name"]
-        f.attrs["n_pairs"] = len(bench.pairs)
-        for p in tqdm(bench.pairs, desc=f"match {method['name']}", unit="pair"):
+        f.attrs["n_pairs"] = len(pairs)
+        for p in tqdm(pairs, desc=f"match {method['name']}", unit="pair"):
             a = _read_features(ff, p.name0, str(features))
             b = _read_features(ff, p.name1, str(features))
             m, s = match_nearest_neighbour(
@@ -53,6 +57,27 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None) -> Non
                            image_size0=a["image_size"], image_size1=b["image_size"])
             n_matches.append(len(m))
         f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
+
+
+def gather_predictions(shards: list[str | Path], out: str | Path) -> None:
+    """Merge shard prediction files (same config) into one cache, refusing duplicates."""
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        n, means = 0, []
+        for k, path in enumerate(shards):
+            with h5py.File(path, "r") as g:
+                if k == 0:
+                    for a in ("config", "method", "dataset"):
+                        f.attrs[a] = g.attrs[a]
+                elif g.attrs["config"] != f.attrs["config"]:
+                    raise ConfigError(f"{path}: shard made with a different config than {shards[0]}")
+                for key in g.keys():
+                    if key in f:
+                        raise ConfigError(f"{path}: {key} is in two shards")
+                    g.copy(g[key], f, name=key)
+                    n += 1
+                means.append((g.attrs["mean_matches"], g.attrs["n_pairs"]))
+        f.attrs["n_pairs"] = n
+        f.attrs["mean_matches"] = float(sum(m * c for m, c in means) / max(1, n))
 
 
 def check_predictions_config(path: str | Path, spec: dict) -> None:

@@ -1,0 +1,146 @@
+"""A generic training loop: fixed global batch, DDP when launched by torchrun, checkpoints and
+resume from the exact iteration.
+
+The task object provides ``build_model()``, ``num_samples()``, ``batch(indices)`` (a dict of
+tensors for those sample indices) and ``loss(model, batch)`` (a scalar, the *mean* over the
+batch). Each step draws ``batch_size`` sample indices from a permutation seeded by
+(``seed``, epoch); under DDP rank r takes its contiguous ``batch_size / world_size`` part, and DDP
+averages the gradients, so a step equals a single-process step on the whole global batch (up to
+float rounding).
+
+Checkpoints (rank 0 only): ``last.pth`` every ``checkpoint_every`` steps, at the end of each
+epoch and when SIGTERM/SIGINT arrives (then the run exits), holding model, optimiser,
+scheduler, the global step, the config and the seed. A restarted run resumes from ``last.pth``
+at the saved step (the same epoch permutation, the next batch). NaN/Inf losses skip the step.
+``log.csv`` gets one row per step (step, epoch, loss, lr, seconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from matchrepro.errors import ConfigError
+from matchrepro.io import atomic_path
+from matchrepro.models.checkpoints import load_checkpoint
+from matchrepro.training.distributed import DistInfo, barrier, cleanup, setup
+
+DEFAULTS = {
+    "steps": 100,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "lr_milestones": [],
+    "lr_gamma": 0.1,
+    "checkpoint_every": 50,
+    "seed": 0,
+    "device": "auto",
+}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _save(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def train(task, cfg: dict, out_dir: str | Path) -> dict:
+    """Run (or resume) training; returns ``{"step", "loss", "resumed_from"}``."""
+    c = {**DEFAULTS, **cfg}
+    out_dir = Path(out_dir)
+    info: DistInfo = setup(c["device"])
+    if c["batch_size"] % info.world_size:
+        raise ConfigError(f"batch_size {c['batch_size']} is not divisible by {info.world_size} processes")
+    local_bs = c["batch_size"] // info.world_size
+    torch.manual_seed(c["seed"])
+    model = task.build_model().to(info.device)
+    opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c["lr_milestones"]), gamma=c["lr_gamma"])
+    step, resumed_from = 0, None
+    last = out_dir / "last.pth"
+    if last.is_file():
+        ck = load_checkpoint(last, map_location=info.device)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        step = resumed_from = int(ck["step"])
+    net = DDP(model) if info.enabled else model
+    n = task.num_samples()
+    steps_per_epoch = max(1, n // c["batch_size"])
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def state():
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "step": step, "config": c, "seed": c["seed"]}
+
+    log_f = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        new = not (out_dir / "log.csv").exists()
+        log_f = open(out_dir / "log.csv", "a", newline="")
+        writer = csv.writer(log_f)
+        if new:
+            writer.writerow(["step", "epoch", "loss", "lr", "seconds"])
+        if resumed_from is not None:
+            print(f"resumed from step {resumed_from} ({last})", flush=True)
+    loss_val = float("nan")
+    try:
+        while step < c["steps"]:
+            epoch, k = divmod(step, steps_per_epoch)
+            g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
+            perm = torch.randperm(n, generator=g)
+            idx = perm[k * c["batch_size"]:(k + 1) * c["batch_size"]]
+            idx = idx[info.rank * local_bs:(info.rank + 1) * local_bs]
+            t0 = time.perf_counter()
+            batch = {key: v.to(info.device) for key, v in task.batch(idx).items()}
+            loss = task.loss(net, batch)
+            opt.zero_grad(set_to_none=True)
+            finite = torch.isfinite(loss.detach()).float()
+            if info.enabled:  # every rank skips together, or DDP would wait for the others
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if bool(finite > 0):
+                loss.backward()
+                opt.step()
+            sched.step()
+            step += 1
+            loss_val = float(loss.detach())
+            if info.is_main:
+                writer.writerow([step, epoch, f"{loss_val:.6g}", f"{sched.get_last_lr()[0]:.6g}",
+                                 f"{time.perf_counter() - t0:.4f}"])
+                log_f.flush()
+            end_of_epoch = (step % steps_per_epoch) == 0
+            if info.is_main and (step % c["checkpoint_every"] == 0 or end_of_epoch or step == c["steps"]):
+                _save(last, state())
+            if stop["flag"]:
+                if info.is_main:
+                    _save(last, state())
+                    print(f"interrupted: checkpoint at step {step} in {last}", flush=True)
+                raise Interrupted()
+        barrier(info)
+        if info.is_main:
+            _save(out_dir / "final.pth", state())
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if log_f:
+            log_f.close()
+        cleanup(info)
+    return {"step": step, "loss": loss_val if math.isfinite(loss_val) else None, "resumed_from": resumed_from}
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_WORLD_SIZE" in os.environ

@@ -1,0 +1,112 @@
+"""The training loop: DDP (gloo, 2 processes) equals one process at the same global batch, and
+a killed run (single or DDP) resumes from its last checkpoint, not from zero."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import REPO
+
+
+def train_cmd(out, **params):
+    spec = {"training": {"name": "toy_run", "model": "toy", "data": None, "init": None, "params": params}}
+    return [sys.executable, "-m", "matchrepro", "train", "--spec", json.dumps(spec), "--out", str(out)]
+
+
+def final_params(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def descendants(pid: int) -> list[int]:
+    """All live descendants of ``pid`` (torchrun starts its workers in sessions of their own,
+    so killing the launcher's process group is not enough)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, stack = [], [pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            out.append(c)
+            stack.append(c)
+    return out
+
+
+def run(cmd, timeout=300):
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def test_ddp_matches_single_process_at_the_same_global_batch(tmp_path):
+    common = dict(steps=12, batch_size=8, lr=1e-2, checkpoint_every=100, seed=3)
+    run(train_cmd(tmp_path / "single" / "w.pth", processes=1, **common))
+    r = run(train_cmd(tmp_path / "ddp" / "w.pth", processes=2, **common))
+    assert "processes=2" in r.stdout
+    a, b = final_params(tmp_path / "single" / "w.pth"), final_params(tmp_path / "ddp" / "w.pth")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    # and training did move the parameters
+    init = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 2))
+    assert not torch.allclose(a["0.weight"], init[0].weight.detach())
+    log = pd.read_csv(tmp_path / "ddp" / "log.csv")
+    assert log.step.tolist() == list(range(1, 13))  # rank 0 logs once per step
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_killed_run_resumes_from_its_checkpoint(tmp_path, processes):
+    steps = 3000 if processes == 1 else 800  # a DDP step (gloo all-reduce) is ~10x slower
+    params = dict(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=50, seed=5, processes=processes)
+    out = tmp_path / "killed" / "w.pth"
+    p = subprocess.Popen(train_cmd(out, **params), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    log = out.parent / "log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) > 160 and (out.parent / "last.pth").exists():
+            break
+        time.sleep(0.05)
+    for pid in [p.pid, *descendants(p.pid)]:  # no chance to save: the last periodic checkpoint counts
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+    time.sleep(0.5)
+    saved = torch.load(out.parent / "last.pth", weights_only=True)["step"]
+    assert 32 <= saved < steps and (saved % 50 == 0 or saved % 32 == 0)  # periodic or end of epoch (32 steps)
+    r = run(train_cmd(out, **params))
+    assert f"resumed from step {saved}" in r.stdout
+    assert json.loads(r.stdout.strip().splitlines()[-1])["resumed_from"] == saved
+    run(train_cmd(tmp_path / "straight" / "w.pth", **params))
+    a, b = final_params(out), final_params(tmp_path / "straight" / "w.pth")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    out = tmp_path / "t" / "w.pth"
+    p = subprocess.Popen(train_cmd(out, steps=100000, batch_size=8, checkpoint_every=100000, processes=1),
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out.parent / "log.csv"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (log.exists() and len(log.read_text().splitlines()) > 20):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    stdout, _ = p.communicate(timeout=60)
+    assert p.returncode == 130
+    step = torch.load(out.parent / "last.pth", weights_only=True)["step"]
+    assert step >= 20 and f"interrupted: checkpoint at step {step}" in stdout
