@@ -217,3 +217,26 @@ def test_report_opens_in_headless_chromium(demo_run, tmp_path):
                  "provenance.html"):
         assert name in dom, name
     assert "data:image/png;base64" in raw or "image/png" in raw
+
+
+@pytest.mark.slow
+def test_sharded_evaluation_gives_identical_tables(demo_run):
+    """yfcc in 3 shards and hpatches in 2: matching and evaluation scatter and gather; the
+    tables equal the unsharded ones, and sharding rebuilds no dataset and extracts nothing."""
+    import yaml
+
+    work, _ = demo_run
+    before = {b: pd.read_csv(work / "results" / "tables" / f"{b}.csv") for b in ("yfcc", "scannet", "hpatches")}
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["datasets"]["yfcc"]["shards"] = 3
+    cfg["datasets"]["hpatches"]["shards"] = 2
+    (work / "sharded.yaml").write_text(yaml.safe_dump(cfg))
+    args = ("-s", str(REPO / "Snakefile"), "--directory", str(work), "results/tables",
+            "--configfile", str(work / "sharded.yaml"))
+    jobs = job_counts(snakemake("-n", *args).stdout)
+    assert "build_demo_dataset" not in jobs and "extract_features" not in jobs and "match_pairs" not in jobs
+    assert jobs["match_pairs_shard"] == 2 * 3 + 2 * 2 and jobs["gather_evaluation"] == 2 * 2 + 2 * 4
+    snakemake("--cores", "2", *args)
+    for b, df in before.items():
+        pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df)
+    assert (work / "results" / "metrics" / "sift_mnn" / "yfcc" / "pose_superglue" / "shard_2-of-3_pairs.csv").is_file()

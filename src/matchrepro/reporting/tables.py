@@ -71,7 +71,12 @@ def rows_for(results: list[dict]) -> pd.DataFrame:
                     "num_pairs": r["num_pairs"], "num_failures": r["summary"].get("num_failures", 0)})
         row.update({k: v for k, v in r["summary"].items() if k != "num_failures"})
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    front = ["method", "dataset", "source", "protocol", "protocol_type", "protocol_knobs",
+             *dict.fromkeys(k for ks in KNOBS.values() for k in ks),
+             "resize", "max_keypoints", "num_pairs", "num_failures"]
+    front = [c for c in front if c in df.columns]
+    return df[front + sorted(c for c in df.columns if c not in front)]
 
 
 def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
