@@ -214,8 +214,8 @@ def test_expected_files_checked(tmp_path):
     assert (tmp_path / "t" / "data" / "x.txt").read_bytes() == b"1"
 
 
-def test_download_verb_fetches_an_hpatches_archive(server, tmp_path):
-    """The `download` verb (the rule's command) on a real-format HPatches zip, then read it."""
+def hpatches_zip(tmp_path) -> bytes:
+    """A zip of a small demo HPatches folder, laid out as the real archive."""
     src = tmp_path / "src"
     builders.build_hpatches(src, demo_settings(kind="hpatches", illumination=1, viewpoint=1, size=[96, 64]))
     buf = io.BytesIO()
@@ -223,7 +223,12 @@ def test_download_verb_fetches_an_hpatches_archive(server, tmp_path):
         for f in sorted(src.rglob("*")):
             if f.is_file():
                 z.write(f, f.relative_to(src).as_posix())
-    server.files["/hpatches-sequences-release.zip"] = buf.getvalue()
+    return buf.getvalue()
+
+
+def test_download_verb_fetches_an_hpatches_archive(server, tmp_path):
+    """The `download` verb (the rule's command) on a real-format HPatches zip, then read it."""
+    server.files["/hpatches-sequences-release.zip"] = hpatches_zip(tmp_path)
     cfg = load_config(REPO / "configs" / "paper.yaml")
     ds = cfg["datasets"]["hpatches"]
     ds["download"]["files"][0]["urls"] = [server.url + "/dead.zip", server.url + "/hpatches-sequences-release.zip"]
@@ -242,14 +247,7 @@ def test_snakemake_download_rules_against_local_server(server, tmp_path):
     `fetch_weights` (a Google Drive file link), run by Snakemake in a scratch directory."""
     import yaml
 
-    src = tmp_path / "src"
-    builders.build_hpatches(src, demo_settings(kind="hpatches", illumination=1, viewpoint=1, size=[96, 64]))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for f in sorted(src.rglob("*")):
-            if f.is_file():
-                z.write(f, f.relative_to(src).as_posix())
-    server.files["/hp.zip"] = buf.getvalue()
+    server.files["/hp.zip"] = hpatches_zip(tmp_path)
     weights = payload(50_000, seed=9)
     server.drive["W1"] = weights
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
