@@ -1,0 +1,115 @@
+"""Patch2Pix/NCNet: the official state_dict layout (patch2pix.md §2.1) loads strictly, and the
+fast Conv4d equals the loop formulation."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+
+from matchrepro.models.checkpoints import extract_state_dict, load_state_dict_strict
+from matchrepro.models.conv4d import Conv4d, conv4d_loop_reference
+from matchrepro.models.patch2pix import NCNet, Patch2Pix, maxpool4d, parse_regressor_out
+
+
+def bn(prefix, c):
+    return {f"{prefix}.weight": [c], f"{prefix}.bias": [c], f"{prefix}.running_mean": [c],
+            f"{prefix}.running_var": [c], f"{prefix}.num_batches_tracked": []}
+
+
+def official_backbone_and_ncn() -> dict:
+    """Key -> shape, written out from the spec's listing (not from our module)."""
+    k = {"extract.conv1.weight": [64, 3, 7, 7], **bn("extract.bn1", 64)}
+    stages = [("layer1", 64, 64, 3), ("layer2", 64, 128, 4), ("layer3", 128, 256, 6), ("layer4", 256, 512, 3)]
+    for name, cin, c, n in stages:
+        for b in range(n):
+            p = f"extract.{name}.{b}"
+            k[f"{p}.conv1.weight"] = [c, cin if b == 0 else c, 3, 3]
+            k.update(bn(f"{p}.bn1", c))
+            k[f"{p}.conv2.weight"] = [c, c, 3, 3]
+            k.update(bn(f"{p}.bn2", c))
+            if b == 0 and name != "layer1":
+                k[f"{p}.downsample.0.weight"] = [c, cin, 1, 1]
+                k.update(bn(f"{p}.downsample.1", c))
+    k.update({"ncn.conv.0.weight": [3, 16, 1, 3, 3, 3], "ncn.conv.0.bias": [16],
+              "ncn.conv.2.weight": [3, 1, 16, 3, 3, 3], "ncn.conv.2.bias": [1]})
+    return k
+
+
+def official_patch2pix() -> dict:
+    k = official_backbone_and_ncn()
+    for r in ("regress_mid", "regress_fine"):
+        k[f"{r}.conv.0.weight"] = [512, 518, 3, 3]
+        k.update(bn(f"{r}.conv.1", 512))
+        k[f"{r}.conv.2.weight"] = [512, 512, 3, 3]
+        k.update(bn(f"{r}.conv.3", 512))
+        k.update({f"{r}.fc.0.weight": [512, 512], f"{r}.fc.0.bias": [512], **bn(f"{r}.fc.1", 512),
+                  f"{r}.fc.3.weight": [256, 512], f"{r}.fc.3.bias": [256], **bn(f"{r}.fc.4", 256),
+                  f"{r}.fc.6.weight": [5, 256], f"{r}.fc.6.bias": [5]})
+    return k
+
+
+def fake_checkpoint(shapes: dict, prefix: str = "") -> OrderedDict:
+    g = torch.Generator().manual_seed(0)
+    sd = OrderedDict()
+    for name, shape in shapes.items():
+        sd[prefix + name] = (torch.tensor(7, dtype=torch.int64) if name.endswith("num_batches_tracked")
+                             else torch.randn(shape, generator=g))
+    return sd
+
+
+@pytest.mark.parametrize("model_cls, shapes, n", [(Patch2Pix, official_patch2pix, 276), (NCNet, official_backbone_and_ncn, 220)])
+def test_official_layout_loads_strictly(model_cls, shapes, n):
+    expected = shapes()
+    assert len(expected) == n
+    model = model_cls()
+    own = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert own == expected  # same names, same shapes, nothing extra
+    sd = fake_checkpoint(expected, prefix="module.")  # as saved from a DDP wrapper
+    load_state_dict_strict(model, extract_state_dict({"state_dict": sd}))
+    assert torch.equal(model.ncn.conv[0].weight, sd["module.ncn.conv.0.weight"])
+
+
+def test_parameter_counts_match_the_spec():
+    m = Patch2Pix()
+    count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+    assert count(m.extract) == 21_284_672 and count(m.extract.layer4) == 13_114_368
+    assert count(m.ncn) == 2_609 and count(m.regress_mid) == 5_145_093
+
+
+def test_fast_conv4d_equals_the_loop_formulation():
+    torch.manual_seed(0)
+    conv = Conv4d(3, 4, 3)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, 3, 5, 4, 6, 3)
+    with torch.no_grad():
+        fast = conv(x)
+        ref = conv4d_loop_reference(x, conv.weight, conv.bias)
+    assert fast.shape == (2, 4, 5, 4, 6, 3)
+    assert torch.allclose(fast, ref, atol=1e-5)
+    # against a direct 4-D cross-correlation on one output cell
+    W = conv.weight.permute(1, 2, 0, 3, 4, 5)  # (out, in, k1, k2, k3, k4)
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1, 1, 1, 1, 1))
+    i, j, a, b = 2, 1, 3, 0
+    direct = (xp[0, :, i:i + 3, j:j + 3, a:a + 3, b:b + 3][None] * W).sum(dim=(1, 2, 3, 4, 5)) + conv.bias
+    assert torch.allclose(fast[0, :, i, j, a, b], direct, atol=1e-5)
+
+
+def test_maxpool4d_decodes_the_argmax_offsets():
+    corr = torch.zeros(1, 1, 4, 4, 4, 4)
+    corr[0, 0, 1, 2, 3, 0] = 5.0  # pooled cell (0, 1, 1, 0), offsets (1, 0, 1, 0)
+    pooled, delta = maxpool4d(corr)
+    assert pooled.shape == (1, 1, 2, 2, 2, 2) and pooled[0, 0, 0, 1, 1, 0] == 5.0
+    assert delta[:, 0, 0, 1, 1, 0].tolist() == [1, 0, 1, 0]
+    assert delta.min() >= 0 and delta.max() <= 1
+
+
+def test_regressor_output_ranges():
+    out = torch.tensor([[-3.0, 0.0, 0.5, 5.0, 0.0]])
+    off, conf = parse_regressor_out(out)
+    # any non-positive logit gives exactly -8; the range is [-8, 8) (8 only when tanh rounds to 1)
+    assert off[0, 0] == -8 and off[0, 1] == -8 and -8 <= off.min() and off.max() < 8
+    assert parse_regressor_out(torch.full((1, 5), 1e3))[0].max() <= 8
+    assert conf[0] == pytest.approx(0.5)
+    m = Patch2Pix().eval()
+    with torch.no_grad():
+        assert m.regress_mid(torch.randn(3, 518, 16, 16)).shape == (3, 5)
