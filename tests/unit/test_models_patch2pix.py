@@ -113,3 +113,42 @@ def test_regressor_output_ranges():
     m = Patch2Pix().eval()
     with torch.no_grad():
         assert m.regress_mid(torch.randn(3, 518, 16, 16)).shape == (3, 5)
+
+
+def test_filter_coarse_follows_np_unique_semantics():
+    import numpy as np
+
+    from matchrepro.models.patch2pix import filter_coarse
+
+    m = torch.tensor([[12, 4, 20, 4], [4, 4, 4, 4], [12, 4, 20, 4], [4, 4, 4, 4], [28, 4, 4, 12]], dtype=torch.float32)
+    s = torch.tensor([0.9, 0.2, 0.5, 0.3, 0.99])
+    got, sc = filter_coarse(m, s, 0.0)
+    assert got.tolist() == [[4, 4, 4, 4], [12, 4, 20, 4]]  # lexicographic, only rows seen twice
+    assert sc.tolist() == pytest.approx([0.2, 0.9])  # the first occurrence's score
+    none_mutual, _ = filter_coarse(m[[0, 1, 4]], s[[0, 1, 4]], 0.0)
+    assert len(none_mutual) == 3  # quirk: nothing mutual -> keep everything
+    high, _ = filter_coarse(m, s, 0.95)
+    assert len(high) == 2  # quirk: nothing above the threshold -> keep all mutual rows
+    assert np.array_equal(filter_coarse(m[:0], s[:0])[0].numpy(), np.zeros((0, 4)))
+
+
+def test_predict_runs_and_handles_degenerate_inputs():
+    from matchrepro.models.patch2pix import predict, refine
+
+    torch.manual_seed(0)
+    for cls in (Patch2Pix, NCNet):
+        m = cls().eval()
+        out = predict(m, torch.randn(1, 3, 64, 96), torch.randn(1, 3, 48, 64), threshold=0.5)
+        assert out["matches"].shape[1] == 4 and len(out["matches"]) == len(out["scores"]) > 0
+        x = out["matches"]
+        assert (x[:, 0] <= 96).all() and (x[:, 1] <= 64).all() and (x[:, 2] <= 64).all() and (x[:, 3] <= 48).all()
+    p2p = Patch2Pix().eval()
+    feats = [torch.randn(1, c, 32 // s, 32 // s) for c, s in zip((3, 64, 64, 128), (1, 2, 4, 8))]
+    with torch.no_grad():
+        ref, prob = refine(p2p.regress_mid, feats, feats, [1, 2, 4, 8], torch.zeros(0, 4), [(32, 32), (32, 32)])
+        assert ref.shape == (0, 4) and prob.shape == (0,)
+        # a trailing chunk of one proposal is merged (BatchNorm1d in train mode needs > 1)
+        p2p.train()
+        ref, prob = refine(p2p.regress_mid, feats, feats, [1, 2, 4, 8], torch.full((3, 4), 16.0),
+                           [(32, 32), (32, 32)], chunk=2)
+        assert ref.shape == (3, 4) and ((ref - 16).abs() <= 8).all()

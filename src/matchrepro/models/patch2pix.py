@@ -138,3 +138,131 @@ class Patch2Pix(NCNet):
         dim = sum(LEVEL_DIMS[i] for i in self.feat_idx)
         self.regress_mid = FeatRegressNet(dim)
         self.regress_fine = FeatRegressNet(dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference: coarse matches (§1.3 steps 7-8) and pixel-level refinement (§1.4-1.5)
+# ----------------------------------------------------------------------------------------------
+
+def corr_to_matches(corr: torch.Tensor, delta: torch.Tensor, ksize: int = 2, upsample: int = 8,
+                    center: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both-direction argmax matches of a pooled NC volume (batch size 1).
+
+    Args:
+        corr: (1, 1, h1, w1, h2, w2) filtered NC volume on the pooled grid.
+        delta: (4, 1, h1, w1, h2, w2) relocalisation offsets from :func:`maxpool4d`.
+    Returns:
+        matches (N, 4) = [x1, y1, x2, y2] pixels of the resized images (cell centres when
+        ``center``), B->A direction first, then A->B; scores (N,) softmax maxima.
+    """
+    _, _, h1, w1, h2, w2 = corr.shape
+    dev = corr.device
+    # B -> A: for every image-2 cell, the best image-1 cell
+    sb, ia_flat = torch.softmax(corr.view(h1 * w1, h2, w2), dim=0).max(dim=0)
+    ib, jb = torch.meshgrid(torch.arange(h2, device=dev), torch.arange(w2, device=dev), indexing="ij")
+    ia, ja = ia_flat // w1, ia_flat % w1
+    m_ba = torch.stack([ia.flatten(), ja.flatten(), ib.flatten(), jb.flatten()], 1)
+    # A -> B
+    sa, ib_flat = torch.softmax(corr.view(h1, w1, h2 * w2), dim=2).max(dim=2)
+    ia2, ja2 = torch.meshgrid(torch.arange(h1, device=dev), torch.arange(w1, device=dev), indexing="ij")
+    m_ab = torch.stack([ia2.flatten(), ja2.flatten(), (ib_flat // w2).flatten(), (ib_flat % w2).flatten()], 1)
+    m = torch.cat([m_ba, m_ab])
+    scores = torch.cat([sb.flatten(), sa.flatten()])
+    d = delta[:, 0, m[:, 0], m[:, 1], m[:, 2], m[:, 3]].T  # (N, 4) offsets at the pooled match
+    m = m * ksize + d  # indices on the stride-8 grid
+    off = upsample // 2 if center else 0
+    xy = torch.stack([m[:, 1], m[:, 0], m[:, 3], m[:, 2]], 1) * upsample + off
+    return xy.float(), scores
+
+
+def filter_coarse(matches: torch.Tensor, scores: torch.Tensor, threshold: float = 0.0,
+                  mutual: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The released filter: with ``mutual``, keep the rows found in both directions (``np.unique``
+    semantics: lexicographic order, the score of the first occurrence); if none is mutual keep all;
+    then keep ``score > threshold``, or all if none passes."""
+    if mutual and len(matches):
+        import numpy as np
+
+        rows = matches.detach().cpu().numpy().astype(np.int64)
+        _, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+        keep = first[counts > 1]
+        if len(keep):
+            idx = torch.as_tensor(keep, device=matches.device)
+            matches, scores = matches[idx], scores[idx]
+    ok = scores > threshold
+    if ok.any():
+        matches, scores = matches[ok], scores[ok]
+    return matches, scores
+
+
+def gather_patches(feats: list[torch.Tensor], strides: list[int], pts: torch.Tensor, size: tuple[int, int],
+                   psize: int = 16) -> torch.Tensor:
+    """(N, D, psize, psize) patches around integer-truncated points (N, 2) (x, y) of one image:
+    nearest-neighbour samples of each level at ``(x + d) // stride`` (clamped), levels
+    concatenated and L2-normalised jointly per pixel (patch2pix.md §1.4)."""
+    if len(pts) == 0:
+        return torch.zeros(0, sum(f.shape[1] for f in feats), psize, psize, device=pts.device)
+    w, h = size
+    off = torch.arange(psize, device=pts.device) - psize // 2
+    x = pts[:, 0].long()[:, None] + off[None]  # (N, P)
+    y = pts[:, 1].long()[:, None] + off[None]
+    out = []
+    for f, s in zip(feats, strides):
+        fx = torch.clamp(torch.div(x, s, rounding_mode="floor"), 0, w // s - 1)
+        fy = torch.clamp(torch.div(y, s, rounding_mode="floor"), 0, h // s - 1)
+        g = f[0][:, fy[:, :, None], fx[:, None, :]]  # (C, N, P, P)
+        out.append(g.permute(1, 0, 2, 3))
+    return feature_l2norm(torch.cat(out, 1), dim=1)
+
+
+def refine(regressor: FeatRegressNet, feats1, feats2, strides, matches: torch.Tensor, sizes, psize: int = 16,
+           chunk: int = 1200) -> tuple[torch.Tensor, torch.Tensor]:
+    """One refinement level: regress offsets around ``matches`` (N, 4) -> (refined (N, 4), prob (N,)).
+    Chunks of ``chunk`` proposals; a trailing chunk of one is merged into the previous one (a
+    BatchNorm1d in training mode cannot take a batch of one). Zero matches give empty outputs."""
+    n = len(matches)
+    if n == 0:
+        return matches.new_zeros(0, 4), matches.new_zeros(0)
+    bounds = list(range(0, n, chunk)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        bounds.pop(-2)
+    outs = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        m = matches[a:b]
+        p1 = gather_patches(feats1, strides, m[:, :2], sizes[0], psize)
+        p2 = gather_patches(feats2, strides, m[:, 2:], sizes[1], psize)
+        outs.append(regressor(torch.cat([p1, p2], 1)))
+    offset, prob = parse_regressor_out(torch.cat(outs), psize)
+    refined = matches.float() + offset
+    (w1, h1), (w2, h2) = sizes
+    lim = torch.tensor([w1, h1, w2, h2], dtype=refined.dtype, device=refined.device)
+    refined = torch.minimum(torch.clamp(refined, min=0), lim)
+    return refined, prob
+
+
+@torch.no_grad()
+def predict(model: NCNet, im1: torch.Tensor, im2: torch.Tensor, threshold: float = 0.5, ksize: int = 2) -> dict:
+    """Matches of one pair of resized, normalised images (1, 3, H, W) with H, W multiples of 16.
+
+    ``Patch2Pix``: coarse mutual matches refined by the mid then fine regressors, kept where the
+    fine confidence exceeds ``threshold`` (all of them if none does). ``NCNet``: the coarse cell
+    centres with softmax score above ``threshold``. Returns ``matches`` (N, 4) [x1, y1, x2, y2]
+    and ``scores`` (N,) in resized-image pixels; N may be 0.
+    """
+    f1 = model.extract.forward_all(im1)
+    f2 = model.extract.forward_all(im2)
+    corr, delta = model.coarse_volume(f1[-1], f2[-1], ksize)
+    coarse, cscore = corr_to_matches(corr, delta, ksize, upsample=model.extract.strides[-1])
+    coarse, cscore = filter_coarse(coarse, cscore, 0.0 if isinstance(model, Patch2Pix) else threshold)
+    if not isinstance(model, Patch2Pix):
+        return {"matches": coarse, "scores": cscore}
+    sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
+    idx = model.feat_idx
+    l1, l2 = [f1[i] for i in idx], [f2[i] for i in idx]
+    strides = [model.extract.strides[i] for i in idx]
+    mid, _ = refine(model.regress_mid, l1, l2, strides, coarse, sizes)
+    fine, prob = refine(model.regress_fine, l1, l2, strides, mid, sizes)
+    keep = prob > threshold
+    if keep.any():
+        fine, prob = fine[keep], prob[keep]
+    return {"matches": fine, "scores": prob}
