@@ -118,7 +118,10 @@ def get_feature_inputs(wildcards):
 
 
 def features_arg(wildcards, input):
-    return f"--features {input.features}" if "features" in input.keys() else ""
+    """``--features`` and ``--weights`` arguments of the match command, where the method has them."""
+    args = [f"--features {input.features}" if "features" in input.keys() else ""]
+    args.append(f"--weights {input.weights}" if "weights" in input.keys() else "")
+    return " ".join(a for a in args if a)
 
 
 def extract_spec(wildcards):

@@ -28,7 +28,7 @@ rule match_pairs:
         dataset=_datasets_with(sharded=False),
     input:
         unpack(get_match_inputs),
-        code=code("matchers", "pipeline/match.py", "datasets"),
+        code=code("matchers", "models", "pipeline/match.py", "pipeline/extract.py", "datasets"),
     output:
         "results/matches/{method}/{dataset}.h5",
     log:
@@ -54,7 +54,7 @@ rule match_pairs:
 rule match_pairs_shard:
     input:
         unpack(get_match_inputs),
-        code=code("matchers", "pipeline/match.py", "datasets"),
+        code=code("matchers", "models", "pipeline/match.py", "pipeline/extract.py", "datasets"),
     output:
         "results/matches/{method}/{dataset}/shard_{shard}.h5",
     log:

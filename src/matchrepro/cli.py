@@ -55,7 +55,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 def cmd_match(a) -> None:
     from matchrepro.pipeline.match import match_pairs
 
-    match_pairs(_spec(a.spec), a.out, a.features, _shard(a.shard))
+    match_pairs(_spec(a.spec), a.out, a.features, _shard(a.shard), a.weights)
 
 
 def cmd_gather_matches(a) -> None:
@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True)
     s.add_argument("--features", default=None)
     s.add_argument("--shard", default=None, help="k-of-n: only the k-th (0-based) of n chunks of pairs")
+    s.add_argument("--weights", default=None, help="model weights (learned matchers)")
     s.add_argument("--out", required=True)
     s = verb("gather-matches", cmd_gather_matches, "merge shard prediction caches")
     s.add_argument("--out", required=True)

@@ -7,6 +7,7 @@ Rules (``mode``):
 * ``exact``: force ``width`` x ``height`` (SuperGlue ``--resize 640 480``);
 * ``max_long_side``: downscale only, so the longer side is at most ``size``; with
   ``multiple_of`` the new sizes are floored to a multiple of it (Patch2Pix im1024 uses 16).
+``interpolation``: ``linear`` (default) or ``cubic`` (Patch2Pix resizes bicubically).
 Scales are ``(sx, sy) = (w / w_new, h / h_new)``; K scales as ``diag(1/sx, 1/sy, 1) K``.
 """
 
@@ -46,7 +47,8 @@ def apply_resize(image: np.ndarray, rule: dict) -> tuple[np.ndarray, tuple[float
     if (w_new, h_new) == (w, h):
         return image, (1.0, 1.0)
     src = image.astype(np.float32) if rule.get("float", False) else image
-    out = cv2.resize(src, (w_new, h_new), interpolation=cv2.INTER_LINEAR)
+    interp = cv2.INTER_CUBIC if rule.get("interpolation") == "cubic" else cv2.INTER_LINEAR
+    out = cv2.resize(src, (w_new, h_new), interpolation=interp)
     return out, (w / w_new, h / h_new)
 
 
@@ -62,4 +64,6 @@ def describe(rule: dict) -> str:
         txt += f" /{rule['multiple_of']}"
     if rule.get("float"):
         txt += " (float)"
+    if rule.get("interpolation") == "cubic":
+        txt += " bicubic"
     return txt

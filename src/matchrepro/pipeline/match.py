@@ -25,7 +25,8 @@ def _read_features(f: h5py.File, name: str, path: str) -> dict:
     }
 
 
-def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard: tuple[int, int] | None = None) -> None:
+def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard: tuple[int, int] | None = None,
+                weights: str | Path | None = None) -> None:
     """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``;
     ``shard = (k, n)`` matches only the k-th of n contiguous chunks of the pairs."""
     from matchrepro.evaluation.evaluate import shard_of
@@ -34,6 +35,8 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
     pairs = shard_of(bench.pairs, shard)
     method = spec["method"]
     matcher = method["matcher"]
+    if matcher["type"] in ("patch2pix", "ncnet"):
+        return _match_dense(spec, bench, pairs, out, weights)
     if matcher["type"] != "nearest_neighbour":
         raise ConfigError(f"methods.{method['name']}.matcher.type: {matcher['type']!r} is not available yet")
     if features is None:
@@ -56,6 +59,34 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
             g.attrs.update(name0=p.name0, name1=p.name1, scale0=a["scale"], scale1=b["scale"],
                            image_size0=a["image_size"], image_size1=b["image_size"])
             n_matches.append(len(m))
+        f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
+
+
+def _match_dense(spec: dict, bench, pairs, out, weights) -> None:
+    """Detector-free matchers (Patch2Pix, NCNet): images in, matches out (keypoints = matches)."""
+    from matchrepro.matchers.patch2pix import Patch2PixMatcher
+    from matchrepro.pipeline.extract import load_upright
+
+    method = spec["method"]
+    if weights is None:
+        raise ConfigError(f"methods.{method['name']}.weights: {method['matcher']['type']} needs weights")
+    matcher = Patch2PixMatcher(method, weights)
+    n_matches = []
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["config"] = json.dumps(spec, sort_keys=True)
+        f.attrs["method"] = method["name"]
+        f.attrs["dataset"] = spec["dataset"]["name"]
+        f.attrs["n_pairs"] = len(pairs)
+        for p in tqdm(pairs, desc=f"match {method['name']}", unit="pair"):
+            im0, s0, wh0 = load_upright(bench.image_dir / p.name0, p.rot0, spec["resize"], grayscale=False)
+            im1, s1, wh1 = load_upright(bench.image_dir / p.name1, p.rot1, spec["resize"], grayscale=False)
+            r = matcher(im0, im1, s0, s1)
+            g = f.create_group(f"pair_{p.index:06d}")
+            for k in ("keypoints0", "keypoints1", "matches", "scores"):
+                g[k] = r[k]
+            g.attrs.update(name0=p.name0, name1=p.name1, scale0=np.asarray(s0), scale1=np.asarray(s1),
+                           image_size0=np.asarray(wh0), image_size1=np.asarray(wh1))
+            n_matches.append(len(r["matches"]))
         f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
 
 

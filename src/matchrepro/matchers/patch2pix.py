@@ -1,0 +1,65 @@
+"""Patch2Pix and NCNet-adapted as workflow matchers (detector-free: keypoints are the matches).
+
+Images are read as RGB, turned upright, resized by the method's rule (the release: long side
+at most 1024, floored to a multiple of 16, bicubic), scaled to [0, 1] and ImageNet-normalised;
+matches come back in upright-original pixels (resized coordinates times the scale, no half-pixel
+correction, as released).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from matchrepro.errors import ConfigError
+from matchrepro.models.checkpoints import extract_state_dict, load_checkpoint, load_state_dict_strict
+from matchrepro.models.patch2pix import IMAGENET_MEAN, IMAGENET_STD, NCNet, Patch2Pix, predict
+
+
+def load_model(kind: str, weights: str | Path, device: torch.device) -> NCNet:
+    """Build Patch2Pix (``feat_idx`` from the checkpoint when present) or NCNet and load the
+    weights strictly."""
+    ckpt = load_checkpoint(weights, map_location="cpu")
+    sd = extract_state_dict(ckpt)
+    if kind == "patch2pix":
+        feat_idx = ckpt.get("feat_idx", [0, 1, 2, 3]) if isinstance(ckpt, dict) else [0, 1, 2, 3]
+        model = Patch2Pix(feat_idx=feat_idx)
+    elif kind == "ncnet":
+        model = NCNet()
+        sd = {k: v for k, v in sd.items() if k.startswith(("extract.", "ncn."))}  # a Patch2Pix file works too
+    else:
+        raise ConfigError(f"matcher type {kind!r} is not a Patch2Pix-family matcher")
+    load_state_dict_strict(model, sd, str(weights))
+    return model.to(device).eval()
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) RGB uint8 (or float in [0, 255]) -> (1, 3, H, W) ImageNet-normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(device)
+
+
+class Patch2PixMatcher:
+    def __init__(self, method: dict, weights: str | Path, device: str = "auto"):
+        dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        self.device = dev
+        self.kind = method["matcher"]["type"]
+        self.threshold = method["matcher"]["threshold"]
+        if self.threshold is None:
+            self.threshold = 0.5 if self.kind == "patch2pix" else 0.9
+        self.model = load_model(self.kind, weights, dev)
+
+    def __call__(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1) -> dict:
+        """Resized RGB images and their scales -> keypoints0/1 (N, 2) in upright-original
+        pixels, matches (N, 2) = (i, i), scores (N,)."""
+        out = predict(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device), self.threshold)
+        m = out["matches"].cpu().numpy().astype(np.float64)
+        k0 = (m[:, :2] * np.asarray(scale0)[None]).astype(np.float32)
+        k1 = (m[:, 2:] * np.asarray(scale1)[None]).astype(np.float32)
+        n = len(m)
+        return {"keypoints0": k0, "keypoints1": k1, "matches": np.stack([np.arange(n), np.arange(n)], 1).astype(np.int64),
+                "scores": out["scores"].cpu().numpy().astype(np.float32)}

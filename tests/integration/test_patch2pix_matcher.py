@@ -1,0 +1,70 @@
+"""Patch2Pix and NCNet run as workflow matchers from a checkpoint in the official format."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from matchrepro.config import demo_settings, load_config
+from matchrepro.demo import builders
+from matchrepro.models.patch2pix import Patch2Pix
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("p2p")
+    builders.build_hpatches(tmp / "hp", demo_settings(kind="hpatches", illumination=1, viewpoint=1, size=[176, 128]))
+    torch.manual_seed(0)
+    net = Patch2Pix()
+    ckpt = {"last_epoch": 0, "backbone": "ResNet34", "feat_idx": [0, 1, 2, 3], "change_stride": True,
+            "regressor_config": argparse.Namespace(psize=[16, 16], panc=8),
+            "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}
+    torch.save(ckpt, tmp / "patch2pix_pretrained.pth")
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    ds = dict(cfg["datasets"]["hpatches"], root=str(tmp / "hp"), exclude=[], expected_sequences=None)
+    ds.pop("shards")
+    return tmp, cfg, ds
+
+
+@pytest.mark.parametrize("method", ["patch2pix", "ncnet"])
+def test_match_and_evaluate(setup, method):
+    tmp, cfg, ds = setup
+    m = dict(cfg["methods"][method])
+    m["matcher"] = dict(m["matcher"], threshold=0.0)
+    spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
+    out = tmp / f"{method}.h5"
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "match", "--spec", json.dumps(spec), "--weights",
+                        str(tmp / "patch2pix_pretrained.pth"), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with h5py.File(out, "r") as f:
+        g = f["pair_000000"]
+        k0, k1, mt = g["keypoints0"][()], g["keypoints1"][()], g["matches"][()]
+        assert len(k0) == len(k1) == len(mt) > 0 and np.array_equal(mt[:, 0], mt[:, 1])
+        # 176 x 128 is already a multiple of 16 and below 1024: scale 1, coordinates inside the image
+        assert np.allclose(g.attrs["scale0"], 1.0)
+        assert k0[:, 0].max() <= 176 and k1[:, 1].max() <= 128
+    espec = dict(spec, protocol=cfg["protocols"]["hpatches_mma"], max_keypoints=None)
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "evaluate", "--spec", json.dumps(espec), "--predictions",
+                        str(out), "--out", str(tmp / f"{method}.json"), "--pairs-out", str(tmp / f"{method}.csv")],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp / f"{method}.json").read_text())["summary"]
+    assert 0.0 <= summary["mma@3px"] <= 1.0 and summary["mean_matches"] > 0
+
+
+def test_wrong_checkpoint_is_refused_with_one_line(setup):
+    tmp, cfg, ds = setup
+    torch.save({"state_dict": {"extract.conv1.weight": torch.zeros(1)}}, tmp / "bad.pth")
+    m = cfg["methods"]["patch2pix"]
+    spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "match", "--spec", json.dumps(spec), "--weights",
+                        str(tmp / "bad.pth"), "--out", str(tmp / "bad.h5")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1 and not (tmp / "bad.h5").exists()
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {tmp / 'bad.pth'} does not fit Patch2Pix: 275 missing")
