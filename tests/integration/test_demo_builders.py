@@ -243,7 +243,6 @@ def test_middlebury_disparity_agrees_with_calibration():
 def test_yfcc_oanet_pairs_agree_with_superglue_file(yfcc_demo):
     """The demo's two YFCC formats (OANet raw data, SuperGlue pairs) describe the same pairs."""
     from matchrepro.datasets import yfcc_raw
-    from matchrepro.geometry.camera import inplane_rotation
 
     sg = pairs.read_pairs(yfcc_demo / "pairs.txt")
     oanet = yfcc_raw.read_scene_pairs(yfcc_demo / "raw_data", "demo_facade_0") + \

@@ -3,8 +3,6 @@ same tables as the local run, and the GPU rule submitted with a GPU request."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,11 +1,9 @@
 """The workflow itself: lint, the full-scale dry run, and the demo run end to end."""
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest

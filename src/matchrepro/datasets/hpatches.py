@@ -81,7 +81,7 @@ def list_pairs(
     pairs = []
     for seq in seqs:
         for k in range(2, n_images + 1):
-            for f in (f"1.ppm", f"{k}.ppm"):
+            for f in ("1.ppm", f"{k}.ppm"):
                 if not (root / seq / f).is_file():
                     raise DatasetError(f"missing image: {root / seq / f}")
             pairs.append(

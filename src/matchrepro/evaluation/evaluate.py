@@ -31,13 +31,19 @@ def _stored_size(image_size_upright, rot: int) -> tuple[int, int]:
     return (h, w) if rot % 2 else (w, h)
 
 
+def upright_geometry(p, d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(K0, K1, T_0to1) of a pair in the upright-original frame its predictions ``d`` are in:
+    the pair file's K and T are for the stored images, rotated here by the EXIF flags."""
+    K0 = rotate_intrinsics(p.K0, _stored_size(d["image_size0"], p.rot0), p.rot0)
+    K1 = rotate_intrinsics(p.K1, _stored_size(d["image_size1"], p.rot1), p.rot1)
+    return K0, K1, rotate_relative_pose(p.T_0to1, p.rot0, p.rot1)
+
+
 def evaluate_relative_pose(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     rows = []
     for p in tqdm(pairs, desc=f"evaluate {proto['name']}", unit="pair"):
         d = preds[p.index]
-        K0 = rotate_intrinsics(p.K0, _stored_size(d["image_size0"], p.rot0), p.rot0)
-        K1 = rotate_intrinsics(p.K1, _stored_size(d["image_size1"], p.rot1), p.rot1)
-        T = rotate_relative_pose(p.T_0to1, p.rot0, p.rot1)
+        K0, K1, T = upright_geometry(p, d)
         m = d["matches"]
         k0, k1 = d["keypoints0"][m[:, 0]].astype(np.float64), d["keypoints1"][m[:, 1]].astype(np.float64)
         if proto["frame"] == "resized":
@@ -126,7 +132,6 @@ def evaluate_homography(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     ``resized`` frame the method saw, with H_gt rescaled), ``corners`` (``fixed``, or ``swapped``
     as in the paper-era immatch code: (0,0), (0,w-1), (h-1,0), (h-1,w-1)), ``max_matches`` (top by
     score) and the solver."""
-    ths = proto["thresholds_px"]
     rows = []
     for p in pairs:
         d = preds[p.index]

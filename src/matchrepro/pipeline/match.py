@@ -43,10 +43,7 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
         raise ConfigError(f"methods.{method['name']}: a descriptor matcher needs 'features'")
     n_matches = []
     with h5py.File(features, "r") as ff, atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["config"] = json.dumps(spec, sort_keys=True)
-        f.attrs["method"] = method["name"]
-        f.attrs["dataset"] = spec["dataset"]["name"]
-        f.attrs["n_pairs"] = len(pairs)
+        _write_header(f, spec, len(pairs))
         for p in tqdm(pairs, desc=f"match {method['name']}", unit="pair"):
             a = _read_features(ff, p.name0, str(features))
             b = _read_features(ff, p.name1, str(features))
@@ -62,6 +59,15 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
         f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
 
 
+def _write_header(f: h5py.File, spec: dict, n_pairs: int) -> None:
+    """Root attributes of a predictions cache: the config that made it (checked before any
+    evaluation), method and dataset names, and the number of pairs."""
+    f.attrs["config"] = json.dumps(spec, sort_keys=True)
+    f.attrs["method"] = spec["method"]["name"]
+    f.attrs["dataset"] = spec["dataset"]["name"]
+    f.attrs["n_pairs"] = n_pairs
+
+
 def _match_dense(spec: dict, bench, pairs, out, weights) -> None:
     """Detector-free matchers (Patch2Pix, NCNet): images in, matches out (keypoints = matches)."""
     from matchrepro.matchers.patch2pix import Patch2PixMatcher
@@ -73,10 +79,7 @@ def _match_dense(spec: dict, bench, pairs, out, weights) -> None:
     matcher = Patch2PixMatcher(method, weights)
     n_matches = []
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["config"] = json.dumps(spec, sort_keys=True)
-        f.attrs["method"] = method["name"]
-        f.attrs["dataset"] = spec["dataset"]["name"]
-        f.attrs["n_pairs"] = len(pairs)
+        _write_header(f, spec, len(pairs))
         for p in tqdm(pairs, desc=f"match {method['name']}", unit="pair"):
             im0, s0, wh0 = load_upright(bench.image_dir / p.name0, p.rot0, spec["resize"], grayscale=False)
             im1, s1, wh1 = load_upright(bench.image_dir / p.name1, p.rot1, spec["resize"], grayscale=False)

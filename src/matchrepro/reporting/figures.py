@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from matchrepro.datasets.benchmark import open_benchmark  # noqa: E402
-from matchrepro.geometry.camera import rotate_intrinsics, rotate_relative_pose  # noqa: E402
+from matchrepro.evaluation.evaluate import upright_geometry  # noqa: E402
 from matchrepro.geometry.epipolar import epipolar_line_distance_px  # noqa: E402
 from matchrepro.geometry.homography import warp_points  # noqa: E402
 from matchrepro.io import read_image  # noqa: E402
@@ -135,13 +135,7 @@ def match_correctness(bench, pair, d: dict, k0: np.ndarray, k1: np.ndarray, thre
         return np.zeros(0, bool)
     if bench.kind == "homography":
         return np.linalg.norm(warp_points(pair.H_0to1, k0) - k1, axis=1) <= threshold_px
-
-    def stored(wh, r):
-        return (int(wh[1]), int(wh[0])) if r % 2 else (int(wh[0]), int(wh[1]))
-
-    K0 = rotate_intrinsics(pair.K0, stored(d["image_size0"], pair.rot0), pair.rot0)
-    K1 = rotate_intrinsics(pair.K1, stored(d["image_size1"], pair.rot1), pair.rot1)
-    T = rotate_relative_pose(pair.T_0to1, pair.rot0, pair.rot1)
+    K0, K1, T = upright_geometry(pair, d)
     return epipolar_line_distance_px(k0, k1, K0, K1, T) <= threshold_px
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import importlib.metadata
-import json
 import platform
 import subprocess
 import sys
