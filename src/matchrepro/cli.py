@@ -176,7 +176,8 @@ def cmd_train(a) -> None:
 
     spec = _spec(a.spec)
     t = spec["training"]
-    procs = int(t["params"].get("processes", 1))
+    # one process per GPU the job was given, unless `processes` says otherwise
+    procs = int(t["params"].get("processes", t["params"].get("gpus", 1)))
     print(f"training {t['name']} ({t['model']}): CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}"
           f", processes={procs}", flush=True)
     if procs > 1 and not launched_by_torchrun():
