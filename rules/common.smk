@@ -117,7 +117,7 @@ def get_feature_inputs(wildcards):
     return inputs
 
 
-def features_arg(wildcards, input):
+def match_args(wildcards, input):
     """``--features`` and ``--weights`` arguments of the match command, where the method has them."""
     args = [f"--features {input.features}" if "features" in input.keys() else ""]
     args.append(f"--weights {input.weights}" if "weights" in input.keys() else "")

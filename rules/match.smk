@@ -43,9 +43,9 @@ rule match_pairs:
         runtime=240,
     params:
         spec=match_spec,
-        features=features_arg,
+        args=match_args,
     shell:
-        "python -m matchrepro match --spec {params.spec:q} {params.features} --out {output} > {log} 2>&1"
+        "python -m matchrepro match --spec {params.spec:q} {params.args} --out {output} > {log} 2>&1"
 
 
 # Sharded datasets (`shards: n` > 1): matching runs per contiguous chunk of pairs, then merges.
@@ -69,9 +69,9 @@ rule match_pairs_shard:
         runtime=240,
     params:
         spec=match_spec,
-        features=features_arg,
+        args=match_args,
     shell:
-        "python -m matchrepro match --spec {params.spec:q} {params.features} --shard {wildcards.shard}"
+        "python -m matchrepro match --spec {params.spec:q} {params.args} --shard {wildcards.shard}"
         " --out {output} > {log} 2>&1"
 
 

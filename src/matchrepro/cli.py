@@ -92,10 +92,8 @@ def cmd_gather_evaluation(a) -> None:
 
 
 def cmd_tables(a) -> None:
-    from matchrepro.reporting.tables import load_results, write_tables
-
     from matchrepro.reporting.published import load_published, write_comparisons
-    from matchrepro.reporting.tables import rows_for
+    from matchrepro.reporting.tables import load_results, rows_for, write_tables
 
     spec = _spec(a.spec)
     results = load_results(a.results)
@@ -208,13 +206,6 @@ def cmd_check_config(a) -> None:
           f"{len(cfg['benchmarks'])} benchmarks)")
 
 
-def _later(verb: str, issue: str):
-    def run(a) -> None:
-        raise NotYetAvailableError(f"'{verb}' is not implemented in this version yet ({issue})")
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m matchrepro", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -288,12 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("inputs", nargs="*")
-    for name, issue in [
-    ]:
-        s = verb(name, _later(name, issue), f"(later: {issue})")
-        s.add_argument("--spec", default="{}")
-        s.add_argument("--out", default=None)
-        s.add_argument("inputs", nargs="*")
     return p
 
 

@@ -94,3 +94,12 @@ def open_benchmark(cfg: dict) -> Benchmark:
         return Benchmark(cfg["name"], seq_root, plist, "homography",
                          info={"sequences": len({p.sequence for p in hp})})
     raise DatasetError(f"datasets.{cfg['name']}.format: {fmt!r} is not an evaluation format")
+
+
+def shard_of(items: list, shard: tuple[int, int] | None) -> list:
+    """Contiguous shard ``k`` of ``n`` (0-based) of a list; all of it when ``shard`` is None."""
+    if shard is None:
+        return items
+    k, n = shard
+    bounds = np.linspace(0, len(items), n + 1).round().astype(int)
+    return items[bounds[k]: bounds[k + 1]]

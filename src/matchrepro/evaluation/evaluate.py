@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from matchrepro.datasets.benchmark import open_benchmark
+from matchrepro.datasets.benchmark import open_benchmark, shard_of
 from matchrepro.datasets.resize import describe
 from matchrepro.errors import ConfigError, DatasetError
 from matchrepro.evaluation import metrics
@@ -179,15 +179,6 @@ PROTOCOLS = {
     "hpatches_mma": (evaluate_hpatches_mma, summarize_hpatches_mma),
     "homography": (evaluate_homography, summarize_homography),
 }
-
-
-def shard_of(items: list, shard: tuple[int, int] | None) -> list:
-    """Contiguous shard ``k`` of ``n`` (0-based) of a list; all of it when ``shard`` is None."""
-    if shard is None:
-        return items
-    k, n = shard
-    bounds = np.linspace(0, len(items), n + 1).round().astype(int)
-    return items[bounds[k]: bounds[k + 1]]
 
 
 def _setup(spec: dict):

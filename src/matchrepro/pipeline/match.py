@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from matchrepro.datasets.benchmark import open_benchmark
+from matchrepro.datasets.benchmark import open_benchmark, shard_of
 from matchrepro.errors import ConfigError, DatasetError
 from matchrepro.io import atomic_path, image_key
 from matchrepro.matchers.nearest_neighbour import match_nearest_neighbour
@@ -29,8 +29,6 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
                 weights: str | Path | None = None) -> None:
     """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``;
     ``shard = (k, n)`` matches only the k-th of n contiguous chunks of the pairs."""
-    from matchrepro.evaluation.evaluate import shard_of
-
     bench = open_benchmark(spec["dataset"])
     pairs = shard_of(bench.pairs, shard)
     method = spec["method"]
