@@ -170,11 +170,44 @@ def tables_spec(wildcards=None):
 
 
 def train_inputs(wildcards):
+    """Pair index, dataset folder (unless local) and initial weights of a training run."""
     t = config["training"][wildcards.model]
-    inputs = {"data": f"resources/preprocessed/{t['data']}/index.json"} if t["data"] else {}
+    inputs = {}
+    if t["data"]:
+        inputs["data"] = f"resources/preprocessed/{t['data']}/index.json"
+        d = _prep_dataset(t["data"])
+        if config["datasets"][d]["source"] != "local":
+            inputs["dataset"] = dataset_root(d)
     if t["init"]:
         inputs["init"] = weights_path(t["init"])
     return inputs
+
+
+TRAIN_CODE = {
+    "toy": ["training/toy.py"],
+    "ncnet": ["training/patch2pix_task.py", "training/ncnet_supervision.py", "training/patch2pix_losses.py",
+              "models/patch2pix.py", "models/resnet.py", "models/conv4d.py", "models/checkpoints.py",
+              "datasets/patch2pix_training.py", "datasets/megadepth.py", "preprocessing/patch2pix_pairs.py"],
+}
+TRAIN_CODE["patch2pix"] = TRAIN_CODE["ncnet"]
+
+
+def train_code(wildcards):
+    """The modules a training run executes (so editing another model never retrains this one)."""
+    model = config["training"][wildcards.model]["model"]
+    return code("training/loop.py", "training/distributed.py", *TRAIN_CODE.get(model, ["training", "models", "datasets"]))
+
+
+def train_spec(wildcards):
+    t = config["training"][wildcards.model]
+    return spec(training=t, dataset=dataset_spec(_prep_dataset(t["data"])) if t["data"] else None)
+
+
+def train_args(wildcards, input):
+    """``--data`` and ``--init`` arguments of the train command, where the run has them."""
+    args = [f"--data {input.data}" if "data" in input.keys() else ""]
+    args.append(f"--init {input.init}" if "init" in input.keys() else "")
+    return " ".join(a for a in args if a)
 
 
 def _kind(kind):

@@ -4,6 +4,7 @@
 rule train_model:
     input:
         unpack(train_inputs),
+        code=train_code,
     output:
         "results/training/{model}/model_best.pth",
     log:
@@ -18,6 +19,7 @@ rule train_model:
         mem_mb=lambda w: train_param(w, "mem_mb", 32000),
         runtime=lambda w: train_param(w, "runtime", 48 * 60),
     params:
-        spec=lambda w: spec(training=config["training"][w.model]),
+        spec=train_spec,
+        args=train_args,
     shell:
-        "python -m matchrepro train --spec {params.spec:q} --out {output} {input} > {log} 2>&1"
+        "python -m matchrepro train --spec {params.spec:q} --out {output} {params.args} > {log} 2>&1"

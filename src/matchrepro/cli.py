@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from matchrepro.errors import MatchReproError, NotYetAvailableError
+from matchrepro.errors import ConfigError, MatchReproError, NotYetAvailableError
 
 
 def _spec(text: str) -> dict:
@@ -181,21 +181,37 @@ def cmd_train(a) -> None:
     if procs > 1 and not launched_by_torchrun():
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
                "-m", "matchrepro", "train", "--spec", a.spec, "--out", a.out]
+        cmd += (["--data", a.data] if a.data else []) + (["--init", a.init] if a.init else [])
         raise SystemExit(subprocess.run(cmd).returncode)
-    if t["model"] != "toy":
-        raise NotYetAvailableError(f"training the {t['model']} model is not implemented in this version yet "
-                                   "(issues #4 and #5)")
     from matchrepro.training.loop import Interrupted, train
-    from matchrepro.training.toy import ToyTask
 
     out = Path(a.out)
+    task = _training_task(t, spec.get("dataset"), a.data, a.init)
     try:
-        res = train(ToyTask(), t["params"], out.parent)
+        res = train(task, t["params"], out.parent)
     except Interrupted:
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) == 0:
         shutil.copyfile(out.parent / "final.pth", out)
+        if getattr(task, "skipped", 0):
+            res["skipped_pairs"] = task.skipped
         print(json.dumps(res), flush=True)
+
+
+def _training_task(t: dict, dataset: dict | None, data: str | None, init: str | None):
+    """The task object of a training block (see matchrepro.training.loop)."""
+    if t["model"] == "toy":
+        from matchrepro.training.toy import ToyTask
+
+        return ToyTask()
+    if t["model"] in ("ncnet", "patch2pix"):
+        from matchrepro.training.patch2pix_task import TASKS
+
+        if not data or not dataset:
+            raise ConfigError(f"training.{t['name']}.data: the {t['model']} model trains on a patch2pix_pairs "
+                              "preprocessing run; name one")
+        return TASKS[t["model"]](t["name"], t["params"], data, dataset["root"], init)
+    raise NotYetAvailableError(f"training the {t['model']} model is not implemented in this version yet (issue #5)")
 
 
 def cmd_check_config(a) -> None:
@@ -261,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("train", cmd_train, "train a model (DDP through torchrun when params.processes > 1)")
     s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True, help="weights file; checkpoints and log.csv go beside it")
-    s.add_argument("inputs", nargs="*", help="training data and initial weights (read from the spec)")
+    s.add_argument("--data", help="index.json of the preprocessed training pairs")
+    s.add_argument("--init", help="initial weights (.pth)")
     s = verb("check-config", cmd_check_config, "validate a config file")
     s.add_argument("config")
     s = verb("download", cmd_download, "download a dataset (resumable, checksummed) and extract it")

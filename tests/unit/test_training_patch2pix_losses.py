@@ -39,3 +39,25 @@ def test_pair_without_positives_is_skipped():
     far = torch.tensor([[0.0, 0, 5, 40]])
     assert pair_loss(far, far, torch.tensor([0.5]), far, torch.tensor([0.5]), F_X) is None
     assert total_loss([None, None]) is None
+
+
+def test_transfer_error_from_depth_and_pose():
+    """The demo's reprojection target: a plane at depth 4, camera 2 shifted 1 unit right, so a
+    point at x maps to x - f/4 = x - 32 px; +inf where there is no depth."""
+    from matchrepro.training.patch2pix_losses import transfer_sq
+
+    K = torch.tensor([[128.0, 0, 48], [0, 128.0, 32], [0, 0, 1]])
+    depth = torch.full((64, 96), 4.0)
+    depth[:, 90:] = 0.0
+    T = torch.eye(4)
+    T[0, 3] = -1.0
+    m = torch.tensor([[50.0, 20.0, 18.0, 20.0], [50.0, 20.0, 21.0, 24.0], [92.0, 10.0, 60.0, 10.0]], requires_grad=True)
+    d = transfer_sq(m, depth, K, K, T)
+    assert torch.allclose(d[:2], torch.tensor([0.0, 9.0 + 16.0]), atol=1e-4) and torch.isinf(d[2])
+    d[:2].sum().backward()
+    assert m.grad[1].abs().sum() > 0  # both points receive a gradient (x1 through the projection)
+    # inside pair_loss: a match without depth is a negative and never regressed (no inf loss)
+    n = 3
+    out = pair_loss(m.detach(), m.detach(), torch.full((n,), 0.5), m.detach(), torch.full((n,), 0.5), None,
+                    distance=lambda x: transfer_sq(x, depth, K, K, T))
+    assert out is not None and all(torch.isfinite(t) for t in out)

@@ -19,15 +19,16 @@ from matchrepro.models.patch2pix import IMAGENET_MEAN, IMAGENET_STD, NCNet, Patc
 
 
 def load_model(kind: str, weights: str | Path, device: torch.device) -> NCNet:
-    """Build Patch2Pix (``feat_idx`` from the checkpoint when present) or NCNet and load the
-    weights strictly."""
+    """Build Patch2Pix or NCNet and load the weights strictly. ``feat_idx`` and ``arch`` come
+    from the checkpoint when it has them (our trained files), else the released defaults."""
     ckpt = load_checkpoint(weights, map_location="cpu")
     sd = extract_state_dict(ckpt)
+    meta = ckpt if isinstance(ckpt, dict) else {}
+    arch = meta.get("arch")
     if kind == "patch2pix":
-        feat_idx = ckpt.get("feat_idx", [0, 1, 2, 3]) if isinstance(ckpt, dict) else [0, 1, 2, 3]
-        model = Patch2Pix(feat_idx=feat_idx)
+        model = Patch2Pix(feat_idx=meta.get("feat_idx", [0, 1, 2, 3]), arch=arch)
     elif kind == "ncnet":
-        model = NCNet()
+        model = NCNet(arch=arch)
         sd = {k: v for k, v in sd.items() if k.startswith(("extract.", "ncn."))}  # a Patch2Pix file works too
     else:
         raise ConfigError(f"matcher type {kind!r} is not a Patch2Pix-family matcher")

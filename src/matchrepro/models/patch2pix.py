@@ -17,11 +17,10 @@ import torch
 from torch import nn
 
 from matchrepro.models.conv4d import Conv4d
-from matchrepro.models.resnet import ResNet34
+from matchrepro.models.resnet import RESNET34_BLOCKS, RESNET34_WIDTHS, ResNet34
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LEVEL_DIMS = [3, 64, 64, 128, 256]
 
 
 def feature_l2norm(f: torch.Tensor, dim: int = 1, eps: float = 1e-6) -> torch.Tensor:
@@ -39,15 +38,15 @@ def correlation_4d(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
 def maxpool4d(corr: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Relocalisation max-pooling over k^4 offsets. Returns the pooled volume
     (B, 1, h1/k, w1/k, h2/k, w2/k) and the offsets ``delta`` (4, B, h1/k, w1/k, h2/k, w2/k) of
-    the maxima, each in {0..k-1} (order i, j, k, l = h1, w1, h2, w2)."""
-    slices = []
-    for i in range(k):
-        for j in range(k):
-            for a in range(k):
-                for b in range(k):
-                    slices.append(corr[:, 0, i::k, j::k, a::k, b::k])
-    stacked = torch.stack(slices, dim=1)
-    pooled, code = stacked.max(dim=1)
+    the maxima, each in {0..k-1} (order i, j, k, l = h1, w1, h2, w2; ties go to the first offset
+    in that order, as NCNet's max over its stacked slices).
+
+    Implemented as one reshape and a max over the last axis (not 16 strided slices), so the
+    backward pass is a single scatter."""
+    b, _, h1, w1, h2, w2 = corr.shape
+    x = corr.reshape(b, h1 // k, k, w1 // k, k, h2 // k, k, w2 // k, k)
+    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, h1 // k, w1 // k, h2 // k, w2 // k, k ** 4)
+    pooled, code = x.max(dim=-1)
     d = []
     rem = code
     for div in (k ** 3, k ** 2, k, 1):
@@ -112,32 +111,140 @@ def parse_regressor_out(out: torch.Tensor, patch_size: int = 16) -> tuple[torch.
     return offset, torch.sigmoid(out[:, 4])
 
 
-class NCNet(nn.Module):
-    """"NCNet adapted": the backbone and the NC stage (the 220 keys of ``ncn_ivd_5ep.pth``)."""
+OFFICIAL_ARCH = {
+    "widths": list(RESNET34_WIDTHS),       # conv1, layer1..layer4 channels
+    "blocks": list(RESNET34_BLOCKS),       # BasicBlocks per layer
+    "nc_kernels": [3, 3],
+    "nc_channels": [16, 1],
+    "regressor_conv": [512, 512],
+    "regressor_fc": [512, 256],
+}
 
-    def __init__(self, change_stride: bool = True):
+
+def full_arch(arch: dict | None) -> dict:
+    """The released architecture with the given keys overridden (the demo's small model)."""
+    unknown = set(arch or {}) - set(OFFICIAL_ARCH)
+    if unknown:
+        raise ValueError(f"unknown architecture keys {sorted(unknown)}; known: {sorted(OFFICIAL_ARCH)}")
+    return {**OFFICIAL_ARCH, **(arch or {})}
+
+
+class NCNet(nn.Module):
+    """"NCNet adapted": the backbone and the NC stage (the 220 keys of ``ncn_ivd_5ep.pth`` with
+    the default ``arch``)."""
+
+    def __init__(self, change_stride: bool = True, arch: dict | None = None):
         super().__init__()
-        self.extract = ResNet34(change_stride)
-        self.ncn = NeighConsensus()
+        self.arch = full_arch(arch)
+        self.extract = ResNet34(change_stride, self.arch["widths"], self.arch["blocks"])
+        self.ncn = NeighConsensus(self.arch["nc_kernels"], self.arch["nc_channels"])
+
+    def level_dims(self) -> list[int]:
+        """Channels of the feature levels of :meth:`ResNet34.forward_all` (image, conv1, layer1..3)."""
+        return [3] + self.arch["widths"][:4]
+
+    def volumes(self, f1: torch.Tensor, f2: torch.Tensor, ksize: int = 2):
+        """layer3 features -> (filtered NC volume, delta offsets, raw pooled correlation), the
+        volumes (B, 1, h1/k, w1/k, h2/k, w2/k) on the pooled grid."""
+        corr = correlation_4d(feature_l2norm(f1), feature_l2norm(f2))
+        raw, delta = maxpool4d(corr, ksize)
+        nc = mutual_matching(self.ncn(mutual_matching(raw)))
+        return nc, delta, raw
 
     def coarse_volume(self, f1: torch.Tensor, f2: torch.Tensor, ksize: int = 2):
         """layer3 features -> (filtered NC volume on the pooled grid, delta offsets)."""
-        corr = correlation_4d(feature_l2norm(f1), feature_l2norm(f2))
-        corr, delta = maxpool4d(corr, ksize)
-        corr = mutual_matching(corr)
-        corr = self.ncn(corr)
-        return mutual_matching(corr), delta
+        nc, delta, _ = self.volumes(f1, f2, ksize)
+        return nc, delta
+
+    def forward(self, im1: torch.Tensor, im2: torch.Tensor, ksize: int = 2):
+        """Training forward of the coarse stage: (B, 3, H, W) pairs -> :meth:`volumes`."""
+        f1 = self.extract.forward_all(im1)[-1]
+        f2 = self.extract.forward_all(im2)[-1]
+        return self.volumes(f1, f2, ksize)
 
 
 class Patch2Pix(NCNet):
-    """NCNet adapted + the mid and fine patch regressors (276 keys)."""
+    """NCNet adapted + the mid and fine patch regressors (276 keys with the default ``arch``)."""
 
-    def __init__(self, feat_idx=(0, 1, 2, 3), change_stride: bool = True):
-        super().__init__(change_stride)
+    def __init__(self, feat_idx=(0, 1, 2, 3), change_stride: bool = True, arch: dict | None = None):
+        super().__init__(change_stride, arch)
         self.feat_idx = list(feat_idx)
-        dim = sum(LEVEL_DIMS[i] for i in self.feat_idx)
-        self.regress_mid = FeatRegressNet(dim)
-        self.regress_fine = FeatRegressNet(dim)
+        dims = self.level_dims()
+        dim = sum(dims[i] for i in self.feat_idx)
+        conv, fc = self.arch["regressor_conv"], self.arch["regressor_fc"]
+        self.regress_mid = FeatRegressNet(dim, conv, fc)
+        self.regress_fine = FeatRegressNet(dim, conv, fc)
+        self.ptmax, self.panc, self.pshift = 400, 8, 8
+
+    def forward(self, im1: torch.Tensor, im2: torch.Tensor, ksize: int = 2) -> list[dict]:
+        """Training forward (patch2pix.md §3.3): per pair, coarse mutual matches sampled to exactly
+        ``ptmax``, expanded to ``panc`` anchors, refined by the mid then the fine regressor.
+
+        The backbone and NC stage run without gradient (no loss term reaches them, §3.4); their
+        BatchNorms still update running statistics when the module is in training mode, as
+        released. Returns one dict per pair: ``coarse`` (N, 4), ``mid``, ``fine`` (N, 4) and
+        ``prob_mid``, ``prob_fine`` (N,), pixels of the input images, N = ptmax * panc."""
+        with torch.no_grad():
+            f1 = self.extract.forward_all(im1)
+            f2 = self.extract.forward_all(im2)
+            corr, delta = self.coarse_volume(f1[-1], f2[-1], ksize)
+        sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
+        strides = [self.extract.strides[i] for i in self.feat_idx]
+        outs = []
+        for b in range(im1.shape[0]):
+            with torch.no_grad():
+                m, s = corr_to_matches(corr[b:b + 1], delta[:, b:b + 1], ksize, self.extract.strides[-1])
+                m, _ = filter_coarse(m, s, 0.0)
+                m = sample_proposals(m, self.ptmax)
+                m = shift_to_anchors(m, self.pshift) if self.panc == 8 else m
+            l1 = [f1[i][b:b + 1] for i in self.feat_idx]
+            l2 = [f2[i][b:b + 1] for i in self.feat_idx]
+            mid, prob_mid = refine(self.regress_mid, l1, l2, strides, m, sizes)
+            fine, prob_fine = refine(self.regress_fine, l1, l2, strides, mid, sizes)
+            outs.append({"coarse": m, "mid": mid, "prob_mid": prob_mid, "fine": fine, "prob_fine": prob_fine})
+        return outs
+
+
+def init_weights(model: nn.Module, seed: int | None = None) -> None:
+    """The released initialisation (patch2pix.md §3.5): Xavier-uniform for every Conv2d, Conv4d
+    (on its stored, permuted tensor) and Linear weight, zero biases, BatchNorm2d weight ~ N(1,
+    0.02) and bias 0; BatchNorm1d keeps PyTorch's defaults."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, Conv4d)):
+            w = torch.empty_like(m.weight)
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)
+            a = (6.0 / (fan_in + fan_out)) ** 0.5
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(w.shape, generator=g) * 2 * a - a)
+                if m.bias is not None:
+                    m.bias.zero_()
+        elif isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.copy_(1.0 + 0.02 * torch.randn(m.weight.shape, generator=g))
+                m.bias.zero_()
+
+
+def sample_proposals(matches: torch.Tensor, ptmax: int) -> torch.Tensor:
+    """Shuffle the coarse matches (N, 4) and tile or cut them to exactly ``ptmax`` rows (the
+    training-time ``ptmax``); zero matches give ``ptmax`` copies of a zero row. Uses torch's
+    global generator."""
+    n = len(matches)
+    if n == 0:
+        return matches.new_zeros(ptmax, 4)
+    perm = torch.randperm(n, device=matches.device)
+    reps = -(-ptmax // n)
+    return matches[perm.repeat(reps)[:ptmax]]
+
+
+def shift_to_anchors(matches: torch.Tensor, shift: int = 8) -> torch.Tensor:
+    """Patch expansion (training only): every match (N, 4) becomes 8 proposals, point 1 moved by
+    (-,-), (+,-), (-,+), (+,+) ``shift`` pixels with point 2 fixed, then point 2 moved the same
+    way with point 1 fixed -> (8N, 4), anchor-major within each match."""
+    signs = torch.tensor([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=matches.dtype, device=matches.device) * shift
+    zero = torch.zeros_like(signs)
+    offs = torch.cat([torch.cat([signs, zero], 1), torch.cat([zero, signs], 1)])  # (8, 4)
+    return (matches[:, None, :] + offs[None]).reshape(-1, 4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,20 +306,27 @@ def gather_patches(feats: list[torch.Tensor], strides: list[int], pts: torch.Ten
                    psize: int = 16) -> torch.Tensor:
     """(N, D, psize, psize) patches around integer-truncated points (N, 2) (x, y) of one image:
     nearest-neighbour samples of each level at ``(x + d) // stride`` (clamped), levels
-    concatenated and L2-normalised jointly per pixel (patch2pix.md §1.4)."""
+    concatenated and L2-normalised jointly per pixel (patch2pix.md §1.4).
+
+    ``feats`` are (1, C_l, H / s_l, W / s_l) maps; rows are gathered from a (H W, C) view, which
+    is several times faster on a CPU than 2-D advanced indexing."""
+    dim = sum(f.shape[1] for f in feats)
     if len(pts) == 0:
-        return torch.zeros(0, sum(f.shape[1] for f in feats), psize, psize, device=pts.device)
+        return torch.zeros(0, dim, psize, psize, device=pts.device)
     w, h = size
     off = torch.arange(psize, device=pts.device) - psize // 2
     x = pts[:, 0].long()[:, None] + off[None]  # (N, P)
     y = pts[:, 1].long()[:, None] + off[None]
     out = []
     for f, s in zip(feats, strides):
+        fw = f.shape[3]
         fx = torch.clamp(torch.div(x, s, rounding_mode="floor"), 0, w // s - 1)
         fy = torch.clamp(torch.div(y, s, rounding_mode="floor"), 0, h // s - 1)
-        g = f[0][:, fy[:, :, None], fx[:, None, :]]  # (C, N, P, P)
-        out.append(g.permute(1, 0, 2, 3))
-    return feature_l2norm(torch.cat(out, 1), dim=1)
+        idx = (fy[:, :, None] * fw + fx[:, None, :]).reshape(-1)  # (N P P,)
+        rows = f[0].flatten(1).T  # (H W, C)
+        out.append(rows.index_select(0, idx))
+    g = feature_l2norm(torch.cat(out, 1), dim=1)  # (N P P, D)
+    return g.view(len(pts), psize, psize, dim).permute(0, 3, 1, 2)
 
 
 def refine(regressor: FeatRegressNet, feats1, feats2, strides, matches: torch.Tensor, sizes, psize: int = 16,

@@ -39,21 +39,30 @@ def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
     return nn.Sequential(*layers)
 
 
+RESNET34_WIDTHS = (64, 64, 128, 256, 512)
+RESNET34_BLOCKS = (3, 4, 6, 3)
+
+
 class ResNet34(nn.Module):
     """Feature pyramid of Patch2Pix (``forward_all``): level 0 the input image (stride 1),
     1 conv1-bn1-relu (64 ch, stride 2), 2 layer1 (64, 4), 3 layer2 (128, 8), 4 layer3 (256, 8
-    with ``change_stride``, else 16)."""
+    with ``change_stride``, else 16).
 
-    def __init__(self, change_stride: bool = True):
+    ``widths`` (conv1, layer1..layer4 channels) and ``blocks`` (blocks per layer) default to
+    ResNet-34; smaller values build the demo's narrow backbone with the same names."""
+
+    def __init__(self, change_stride: bool = True, widths=RESNET34_WIDTHS, blocks=RESNET34_BLOCKS):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        w, n = list(widths), list(blocks)
+        self.widths = w
+        self.conv1 = nn.Conv2d(3, w[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = _stage(64, 64, 3, 1)
-        self.layer2 = _stage(64, 128, 4, 2)
-        self.layer3 = _stage(128, 256, 6, 2)
-        self.layer4 = _stage(256, 512, 3, 2)
+        self.layer1 = _stage(w[0], w[1], n[0], 1)
+        self.layer2 = _stage(w[1], w[2], n[1], 2)
+        self.layer3 = _stage(w[2], w[3], n[2], 2)
+        self.layer4 = _stage(w[3], w[4], n[3], 2)
         if change_stride:
             self.layer3[0].conv1.stride = (1, 1)
             self.layer3[0].downsample[0].stride = (1, 1)

@@ -8,11 +8,20 @@ batch). Each step draws ``batch_size`` sample indices from a permutation seeded 
 averages the gradients, so a step equals a single-process step on the whole global batch (up to
 float rounding).
 
+Length: ``steps``, or ``epochs`` (then ``steps = epochs * steps_per_epoch`` and the
+``lr_milestones`` of the MultiStepLR schedule count epochs, stepped once per epoch as the
+originals do; otherwise they count steps).
+
 Checkpoints (rank 0 only): ``last.pth`` every ``checkpoint_every`` steps, at the end of each
 epoch and when SIGTERM/SIGINT arrives (then the run exits), holding model, optimiser,
-scheduler, the global step, the config and the seed. A restarted run resumes from ``last.pth``
-at the saved step (the same epoch permutation, the next batch). NaN/Inf losses skip the step.
-``log.csv`` gets one row per step (step, epoch, loss, lr, seconds).
+scheduler, the global step, the config, the seed and the task's ``checkpoint_extras()`` (e.g.
+the architecture); ``ckpt_ep{N}.pth`` after epoch N with ``keep_epoch_checkpoints``. A
+restarted run resumes from ``last.pth`` at the saved step (the same epoch permutation, the next
+batch, torch's random state as saved, so a resumed CPU run ends equal to an uninterrupted one).
+``amp`` (``bf16`` or ``fp16``, CUDA only; ignored on the CPU) runs the task's loss under
+autocast, fp16 with a gradient scaler. A NaN/Inf loss, or ``None`` from the task (nothing to learn from in this batch), skips
+the step and is logged as ``nan``. ``log.csv`` gets one row per step (step, epoch, loss, lr,
+seconds).
 """
 
 from __future__ import annotations
@@ -41,7 +50,11 @@ DEFAULTS = {
     "checkpoint_every": 50,
     "seed": 0,
     "device": "auto",
+    "epochs": None,
+    "keep_epoch_checkpoints": False,
+    "amp": None,
 }
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Interrupted(Exception):
@@ -61,6 +74,12 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
     if c["batch_size"] % info.world_size:
         raise ConfigError(f"batch_size {c['batch_size']} is not divisible by {info.world_size} processes")
     local_bs = c["batch_size"] // info.world_size
+    if c["amp"] is not None and c["amp"] not in AMP_DTYPES:
+        raise ConfigError(f"amp must be one of {sorted(AMP_DTYPES)} or null, got {c['amp']!r}")
+    amp = c["amp"] if info.device.type == "cuda" else None
+    if c["amp"] and amp is None and info.is_main:
+        print(f"amp={c['amp']} ignored: training on the CPU", flush=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
     torch.manual_seed(c["seed"])
     model = task.build_model().to(info.device)
     opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
@@ -72,10 +91,18 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        if "scaler" in ck:
+            scaler.load_state_dict(ck["scaler"])
+        if "rng" in ck:  # the task's own random draws (e.g. Patch2Pix's ptmax sampling) replay exactly
+            torch.set_rng_state(ck["rng"]["torch"].cpu())
+            if info.device.type == "cuda" and ck["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), info.device)
         step = resumed_from = int(ck["step"])
     net = DDP(model) if info.enabled else model
     n = task.num_samples()
     steps_per_epoch = max(1, n // c["batch_size"])
+    per_epoch = c["epochs"] is not None
+    total = int(c["epochs"]) * steps_per_epoch if per_epoch else int(c["steps"])
     stop = {"flag": False}
 
     def on_signal(signum, frame):
@@ -84,8 +111,11 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def state():
+        extras = task.checkpoint_extras() if hasattr(task, "checkpoint_extras") else {}
+        rng = {"torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(info.device) if info.device.type == "cuda" else None}
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "config": c, "seed": c["seed"]}
+                "step": step, "config": c, "seed": c["seed"], "rng": rng, "scaler": scaler.state_dict(), **extras}
 
     log_f = None
     if info.is_main:
@@ -99,7 +129,7 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
             print(f"resumed from step {resumed_from} ({last})", flush=True)
     loss_val = float("nan")
     try:
-        while step < c["steps"]:
+        while step < total:
             epoch, k = divmod(step, steps_per_epoch)
             g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
             perm = torch.randperm(n, generator=g)
@@ -107,24 +137,31 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
             idx = idx[info.rank * local_bs:(info.rank + 1) * local_bs]
             t0 = time.perf_counter()
             batch = {key: v.to(info.device) for key, v in task.batch(idx).items()}
-            loss = task.loss(net, batch)
+            with torch.autocast(info.device.type, dtype=AMP_DTYPES.get(amp, torch.float32), enabled=amp is not None):
+                loss = task.loss(net, batch)
+            if loss is None:
+                loss = torch.tensor(float("nan"), device=info.device)
             opt.zero_grad(set_to_none=True)
             finite = torch.isfinite(loss.detach()).float()
             if info.enabled:  # every rank skips together, or DDP would wait for the others
                 torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
             if bool(finite > 0):
-                loss.backward()
-                opt.step()
-            sched.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             step += 1
+            end_of_epoch = (step % steps_per_epoch) == 0
+            if not per_epoch or end_of_epoch:
+                sched.step()
             loss_val = float(loss.detach())
             if info.is_main:
                 writer.writerow([step, epoch, f"{loss_val:.6g}", f"{sched.get_last_lr()[0]:.6g}",
                                  f"{time.perf_counter() - t0:.4f}"])
                 log_f.flush()
-            end_of_epoch = (step % steps_per_epoch) == 0
-            if info.is_main and (step % c["checkpoint_every"] == 0 or end_of_epoch or step == c["steps"]):
+            if info.is_main and (step % c["checkpoint_every"] == 0 or end_of_epoch or step == total):
                 _save(last, state())
+                if end_of_epoch and c["keep_epoch_checkpoints"]:
+                    _save(out_dir / f"ckpt_ep{step // steps_per_epoch}.pth", state())
             if stop["flag"]:
                 if info.is_main:
                     _save(last, state())

@@ -31,19 +31,43 @@ def weighted_bce(prob: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return torch.mean(w * F_.binary_cross_entropy(prob.clamp(1e-7, 1 - 1e-7), y, reduction="none"))
 
 
+def transfer_sq(matches: torch.Tensor, depth1: torch.Tensor, K1: torch.Tensor, K2: torch.Tensor,
+                T_1to2: torch.Tensor) -> torch.Tensor:
+    """(N,) squared transfer errors in px^2 of matches (N, 4) [x1, y1, x2, y2]: point 1 lifted
+    with the depth (H, W) of image 1 at its pixel (nearest, no gradient through the look-up),
+    moved by ``T_1to2`` (X2 = R X1 + t), projected with K2 and compared with point 2. Points
+    without depth, outside image 1 or behind camera 2 get +inf (negative labels, never regressed).
+    Used by ``regression_target: reprojection`` (a demo option, not the released loss)."""
+    H, W = depth1.shape
+    x1 = matches[:, :2]
+    xi = torch.floor(x1.detach()).long()
+    inside = (xi[:, 0] >= 0) & (xi[:, 0] < W) & (xi[:, 1] >= 0) & (xi[:, 1] < H)
+    z = depth1[xi[:, 1].clamp(0, H - 1), xi[:, 0].clamp(0, W - 1)]
+    rays = torch.cat([x1, torch.ones_like(x1[:, :1])], 1) @ torch.linalg.inv(K1).T
+    X2 = (rays * z[:, None]) @ T_1to2[:3, :3].T + T_1to2[:3, 3]
+    p = X2 @ K2.T
+    valid = inside & (z > 0) & (p[:, 2] > 1e-6)
+    p2 = p[:, :2] / torch.where(valid, p[:, 2], torch.ones_like(p[:, 2]))[:, None]
+    d = torch.sum((p2 - matches[:, 2:]) ** 2, 1)
+    return torch.where(valid, d, torch.full_like(d, float("inf")))
+
+
 def pair_loss(coarse: torch.Tensor, mid: torch.Tensor, prob_mid: torch.Tensor, fine: torch.Tensor,
-              prob_fine: torch.Tensor, F: torch.Tensor, cls_thres=(50.0, 5.0), epi_thres=(50.0, 5.0),
-              weight_epi=(1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor] | None:
+              prob_fine: torch.Tensor, F: torch.Tensor | None, cls_thres=(50.0, 5.0), epi_thres=(50.0, 5.0),
+              weight_epi=(1.0, 1.0), distance=None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(L_cls, L_epi) of one pair, or None when a level has no positive label (skipped).
 
-    ``weight_epi`` = (mid, fine) weights of the regression terms."""
-    dc, dm, df = sampson_sq(coarse, F), sampson_sq(mid, F), sampson_sq(fine, F)
+    ``weight_epi`` = (mid, fine) weights of the regression terms. ``distance`` (matches -> (N,)
+    px^2) replaces the squared Sampson distance under ``F`` (e.g. :func:`transfer_sq`)."""
+    dist = distance if distance is not None else (lambda m: sampson_sq(m, F))
+    dc, dm, df = dist(coarse), dist(mid), dist(fine)
     y_mid, y_fine = dc.detach() < cls_thres[0], dm.detach() < cls_thres[1]
     if not y_mid.any() or not y_fine.any():
         return None
     l_cls = weighted_bce(prob_mid, y_mid) + weighted_bce(prob_fine, y_fine)
     l_epi = prob_mid.new_zeros(())
     sel_m, sel_f = dc.detach() < epi_thres[0], dm.detach() < epi_thres[1]
+    sel_m, sel_f = sel_m & torch.isfinite(dm.detach()), sel_f & torch.isfinite(df.detach())  # inf: no depth
     if sel_m.any():
         l_epi = l_epi + weight_epi[0] * dm[sel_m].mean()
     if sel_f.any():
