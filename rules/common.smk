@@ -106,6 +106,8 @@ def get_match_inputs(wildcards):
         inputs["features"] = f"results/features/{m['features']}/{wildcards.dataset}.h5"
     if m["weights"]:
         inputs["weights"] = weights_path(m["weights"])
+    if m["refines"]:
+        inputs["base"] = f"results/matches/{m['refines']}/{wildcards.dataset}.h5"
     return inputs
 
 
@@ -121,6 +123,7 @@ def match_args(wildcards, input):
     """``--features`` and ``--weights`` arguments of the match command, where the method has them."""
     args = [f"--features {input.features}" if "features" in input.keys() else ""]
     args.append(f"--weights {input.weights}" if "weights" in input.keys() else "")
+    args.append(f"--base {input.base}" if "base" in input.keys() else "")
     return " ".join(a for a in args if a)
 
 
@@ -280,10 +283,26 @@ def figures_spec(wildcards):
     return spec(benchmark=wildcards.benchmark, dataset=dataset_spec(b["dataset"]))
 
 
+def trained_runs():
+    """Training runs the benchmarks use: weights of their methods and features, and the runs
+    those start from (``init``), in a stable order."""
+    names = []
+    for b in config["benchmarks"].values():
+        for m in b["methods"]:
+            method = config["methods"][m]
+            f = method["features"]
+            for w in (method["weights"], config["features"][f]["weights"] if f else None):
+                while w and w in config["training"] and w not in names:
+                    names.append(w)
+                    w = config["training"][w]["init"]
+    return sorted(names)
+
+
 def get_final_output(wildcards=None):
     return [
         "results/tables",
         *[f"results/figures/{b}" for b in config["benchmarks"]],
+        *(["results/figures/training"] if trained_runs() else []),
         "results/provenance/provenance.html",
     ]
 
@@ -291,6 +310,12 @@ def get_final_output(wildcards=None):
 def method_gpus(wildcards):
     """Learned matchers run on a GPU on a cluster; descriptor matching does not need one."""
     return 0 if config["methods"][wildcards.method]["matcher"]["type"] == "nearest_neighbour" else 1
+
+
+def method_threads(wildcards):
+    """Learned matchers use the CPU cores they are given (torch intra-op threads): 4 each, fewer
+    when Snakemake has fewer (``--cores``); descriptor matching runs single-threaded."""
+    return 1 if method_gpus(wildcards) == 0 else 4
 
 
 def train_param(wildcards, key, default):

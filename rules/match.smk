@@ -37,6 +37,7 @@ rule match_pairs:
         "results/runtime/match_pairs/{method}/{dataset}.tsv"
     conda:
         "../envs/matchrepro.yaml"
+    threads: method_threads
     resources:
         gpu=method_gpus,
         mem_mb=8000,
@@ -45,7 +46,7 @@ rule match_pairs:
         spec=match_spec,
         args=match_args,
     shell:
-        "python -m matchrepro match --spec {params.spec:q} {params.args} --out {output} > {log} 2>&1"
+        "python -m matchrepro match --spec {params.spec:q} {params.args} --threads {threads} --out {output} > {log} 2>&1"
 
 
 # Sharded datasets (`shards: n` > 1): matching runs per contiguous chunk of pairs, then merges.
@@ -63,6 +64,7 @@ rule match_pairs_shard:
         "results/runtime/match_pairs/{method}/{dataset}/shard_{shard}.tsv"
     conda:
         "../envs/matchrepro.yaml"
+    threads: method_threads
     resources:
         gpu=method_gpus,
         mem_mb=8000,
@@ -71,7 +73,7 @@ rule match_pairs_shard:
         spec=match_spec,
         args=match_args,
     shell:
-        "python -m matchrepro match --spec {params.spec:q} {params.args} --shard {wildcards.shard}"
+        "python -m matchrepro match --spec {params.spec:q} {params.args} --threads {threads} --shard {wildcards.shard}"
         " --out {output} > {log} 2>&1"
 
 

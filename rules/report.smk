@@ -30,6 +30,29 @@ rule figures:
         " --predictions {input.predictions} --out {output} > {log} 2>&1"
 
 
+rule training_curves:
+    input:
+        logs=lambda w: [f"results/training/{t}/loss.csv" for t in trained_runs()],
+        code=code("reporting/figures.py"),
+    output:
+        report(
+            directory("results/figures/training"),
+            patterns=["{name}.png"],
+            caption="../report/training.rst",
+            category="Figures",
+            subcategory="training",
+        ),
+    log:
+        "logs/figures/training.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python -m matchrepro training-curves --logs {input.logs} --out {output} > {log} 2>&1"
+
+
 rule provenance:
     input:
         code=code("reporting"),

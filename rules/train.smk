@@ -6,7 +6,8 @@ rule train_model:
         unpack(train_inputs),
         code=train_code,
     output:
-        "results/training/{model}/model_best.pth",
+        weights="results/training/{model}/model_best.pth",
+        loss="results/training/{model}/loss.csv",
     log:
         "logs/train_model/{model}.log",
     benchmark:
@@ -22,4 +23,5 @@ rule train_model:
         spec=train_spec,
         args=train_args,
     shell:
-        "python -m matchrepro train --spec {params.spec:q} --out {output} {params.args} > {log} 2>&1"
+        "python -m matchrepro train --spec {params.spec:q} --out {output.weights} --loss-out {output.loss}"
+        " --threads {threads} {params.args} > {log} 2>&1"

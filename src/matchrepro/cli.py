@@ -52,10 +52,20 @@ def _shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def _set_threads(n: int | None) -> None:
+    """Intra-op threads of torch for this step (the cores its rule was given), so two jobs on
+    two cores do not each start a thread per core."""
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
 def cmd_match(a) -> None:
     from matchrepro.pipeline.match import match_pairs
 
-    match_pairs(_spec(a.spec), a.out, a.features, _shard(a.shard), a.weights)
+    _set_threads(a.threads)
+    match_pairs(_spec(a.spec), a.out, a.features, _shard(a.shard), a.weights, a.base)
 
 
 def cmd_gather_matches(a) -> None:
@@ -153,6 +163,15 @@ def cmd_figures(a) -> None:
             print(Path(a.out) / p.name)
 
 
+def cmd_training_curves(a) -> None:
+    from matchrepro.io import atomic_dir
+    from matchrepro.reporting.figures import plot_training_curves
+
+    with atomic_dir(a.out) as tmp:
+        for p in plot_training_curves(a.logs, tmp):
+            print(Path(a.out) / p.name)
+
+
 def cmd_provenance(a) -> None:
     from matchrepro.reporting.provenance import write_provenance
 
@@ -182,20 +201,44 @@ def cmd_train(a) -> None:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
                "-m", "matchrepro", "train", "--spec", a.spec, "--out", a.out]
         cmd += (["--data", a.data] if a.data else []) + (["--init", a.init] if a.init else [])
+        cmd += ["--loss-out", a.loss_out] if a.loss_out else []
+        cmd += ["--threads", str(max(1, a.threads // procs))] if a.threads else []
         raise SystemExit(subprocess.run(cmd).returncode)
     from matchrepro.training.loop import Interrupted, train
 
+    _set_threads(a.threads)
     out = Path(a.out)
     task = _training_task(t, spec.get("dataset"), a.data, a.init)
     try:
-        res = train(task, t["params"], out.parent)
+        res = train(task, t["params"], out.parent, run_fingerprint(spec, a.data, a.init))
     except Interrupted:
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) == 0:
-        shutil.copyfile(out.parent / "final.pth", out)
+        from matchrepro.io import atomic_path
+
+        if a.loss_out:  # the whole loss history, resumed parts included, as a declared output
+            with atomic_path(Path(a.loss_out)) as tmp:
+                shutil.copyfile(out.parent / "log.csv", tmp)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(out.parent / "final.pth", tmp)
         if getattr(task, "skipped", 0):
             res["skipped_pairs"] = task.skipped
         print(json.dumps(res), flush=True)
+
+
+RUN_LENGTH_AND_CLUSTER = {"steps", "epochs", "checkpoint_every", "keep_epoch_checkpoints", "gpus", "processes",
+                          "threads", "mem_mb", "runtime", "device", "amp"}
+
+
+def run_fingerprint(spec: dict, data: str | None, init: str | None) -> str:
+    """What a training run trains: model, data, initial weights and every setting except the
+    run length and where it runs (so raising ``steps`` continues a run, changing ``lr`` does not)."""
+    import hashlib
+
+    t = spec["training"]
+    params = {k: v for k, v in t["params"].items() if k not in RUN_LENGTH_AND_CLUSTER}
+    blob = {"model": t["model"], "params": params, "dataset": spec.get("dataset"), "data": data, "init": init}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _training_task(t: dict, dataset: dict | None, data: str | None, init: str | None):
@@ -242,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", default=None)
     s.add_argument("--shard", default=None, help="k-of-n: only the k-th (0-based) of n chunks of pairs")
     s.add_argument("--weights", default=None, help="model weights (learned matchers)")
+    s.add_argument("--base", default=None, help="predictions cache of the method a refiner refines")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--out", required=True)
     s = verb("gather-matches", cmd_gather_matches, "merge shard prediction caches")
     s.add_argument("--out", required=True)
@@ -267,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", nargs="+", required=True)
     s.add_argument("--predictions", nargs="+", required=True)
     s.add_argument("--out", required=True)
+    s = verb("training-curves", cmd_training_curves, "loss curves of training runs (log.csv files)")
+    s.add_argument("--logs", nargs="+", required=True, help="per-step loss logs; the run is named by their folder")
+    s.add_argument("--out", required=True)
     s = verb("provenance", cmd_provenance, "versions, config and git commit of this run (HTML + JSON)")
     s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True, help="HTML file; the JSON is written beside it")
@@ -279,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="weights file; checkpoints and log.csv go beside it")
     s.add_argument("--data", help="index.json of the preprocessed training pairs")
     s.add_argument("--init", help="initial weights (.pth)")
+    s.add_argument("--loss-out", help="copy the per-step loss log (log.csv) here when training ends")
+    s.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's choice)")
     s = verb("check-config", cmd_check_config, "validate a config file")
     s.add_argument("config")
     s = verb("download", cmd_download, "download a dataset (resumable, checksummed) and extract it")

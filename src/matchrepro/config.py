@@ -92,6 +92,12 @@ def validate_config(config: dict, source: str = "config") -> dict:
 
 def _check_references(config: dict, source: str) -> None:
     for name, m in config["methods"].items():
+        r = m.get("refines")
+        if r is not None:
+            if m["matcher"]["type"] != "patch2pix":
+                raise ConfigError(f"{source}: methods.{name}.refines: only a patch2pix matcher refines other matches")
+            if r not in config["methods"] or r == name or config["methods"][r].get("refines"):
+                raise ConfigError(f"{source}: methods.{name}.refines: '{r}' is not another (unrefined) method")
         if m["features"] is not None and m["features"] not in config["features"]:
             raise ConfigError(f"{source}: methods.{name}.features: unknown features '{m['features']}'")
         if m["matcher"]["type"] == "nearest_neighbour" and m["features"] is None:

@@ -69,9 +69,16 @@ def test_missing_dataset_folder_is_named(hpatches_spec, tmp_path):
 
 
 def test_not_yet_available_verb_says_so():
-    spec = {"training": {"name": "p2p", "model": "patch2pix", "data": "x", "init": None, "params": {}}}
+    spec = {"training": {"name": "imp_run", "model": "imp", "data": "x", "init": None, "params": {}}}
     r = run_cli("train", "--spec", json.dumps(spec), "--out", "/tmp/never.pth")
     assert r.returncode == 1 and "not implemented in this version yet" in r.stderr
+
+
+def test_patch2pix_training_without_pairs_names_the_key():
+    spec = {"training": {"name": "p2p", "model": "patch2pix", "data": None, "init": None, "params": {}}}
+    r = run_cli("train", "--spec", json.dumps(spec), "--out", "/tmp/never.pth")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: training.p2p.data: the patch2pix model trains on")
 
 
 def test_check_config_reports_bad_file(tmp_path):

@@ -68,3 +68,34 @@ def test_wrong_checkpoint_is_refused_with_one_line(setup):
     assert r.returncode == 1 and not (tmp / "bad.h5").exists()
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {tmp / 'bad.pth'} does not fit Patch2Pix: 275 missing")
+
+
+def test_patch2pix_refines_another_methods_cached_matches(setup):
+    """A ``refines`` method reads the base cache, moves each match by at most 8 + 8 px (two
+    regressor levels) and keeps the confident ones; a refiner without the base cache is refused."""
+    tmp, cfg, ds = setup
+    base = dict(cfg["methods"]["ncnet"], name="ncnet")
+    base["matcher"] = dict(base["matcher"], threshold=0.0)
+    bspec = {"dataset": ds, "method": base, "features": None, "resize": base["resize"]}
+    weights = str(tmp / "patch2pix_pretrained.pth")
+    run = lambda spec, out, *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "matchrepro", "match", "--spec", json.dumps(spec), "--weights", weights,
+         "--out", str(out), *extra], capture_output=True, text=True, cwd=REPO)
+    r = run(bspec, tmp / "base.h5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref = dict(cfg["methods"]["patch2pix"], name="p2p_refined", refines="ncnet")
+    ref["matcher"] = dict(ref["matcher"], threshold=0.0)
+    rspec = {"dataset": ds, "method": ref, "features": None, "resize": ref["resize"]}
+    r = run(rspec, tmp / "refined.h5", "--base", str(tmp / "base.h5"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    with h5py.File(tmp / "base.h5", "r") as fb, h5py.File(tmp / "refined.h5", "r") as fr:
+        assert sorted(fb.keys()) == sorted(fr.keys())
+        for key in fb.keys():
+            b0, b1 = fb[key]["keypoints0"][()], fb[key]["keypoints1"][()]
+            r0, r1, s = fr[key]["keypoints0"][()], fr[key]["keypoints1"][()], fr[key]["scores"][()]
+            assert 0 < len(r0) <= len(b0) and np.all((s > 0) & (s <= 1))
+            # every refined match lies within 16 px of some base match, in both images
+            d = np.maximum(np.abs(r0[:, None] - b0[None]).max(2), np.abs(r1[:, None] - b1[None]).max(2))
+            assert d.min(1).max() <= 16.0 + 1e-3
+    r = run(rspec, tmp / "nobase.h5")
+    assert r.returncode == 1 and "refines" in r.stderr.strip().splitlines()[-1] and not (tmp / "nobase.h5").exists()

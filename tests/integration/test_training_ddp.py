@@ -110,3 +110,17 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert p.returncode == 130
     step = torch.load(out.parent / "last.pth", weights_only=True)["step"]
     assert step >= 20 and f"interrupted: checkpoint at step {step}" in stdout
+
+
+def test_longer_run_continues_but_a_changed_setting_starts_over(tmp_path):
+    out = tmp_path / "r" / "w.pth"
+    common = dict(batch_size=8, checkpoint_every=5, seed=1, processes=1)
+    run(train_cmd(out, steps=10, lr=1e-3, **common))
+    r = run(train_cmd(out, steps=20, lr=1e-3, **common))  # more steps: the same run, continued
+    assert "resumed from step 10" in r.stdout
+    assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, 21))
+    r = run(train_cmd(out, steps=20, lr=5e-3, **common))  # another learning rate: a new run
+    assert "saved by a different configuration: starting over" in r.stdout and "resumed from step" not in r.stdout
+    assert json.loads(r.stdout.strip().splitlines()[-1])["resumed_from"] is None
+    assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, 21))
+    assert (out.parent / "last.stale.pth").is_file()

@@ -38,6 +38,10 @@ def test_defaults_are_filled(demo_config):
          "benchmarks.yfcc.methods: unknown method 'nope'"),
         (lambda c: c["datasets"]["scannet"].update(source="local"),
          "missing key 'datasets.scannet.root' (source is local)"),
+        (lambda c: c["methods"]["patch2pix_demo"].update(refines="nope"),
+         "methods.patch2pix_demo.refines: 'nope' is not another (unrefined) method"),
+        (lambda c: c["methods"]["ncnet_demo"].update(refines="sift_mnn"),
+         "methods.ncnet_demo.refines: only a patch2pix matcher refines other matches"),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_key(demo_config, edit, message):

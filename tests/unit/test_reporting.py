@@ -54,3 +54,27 @@ def test_worst_pairs_ranks_failures_first(tmp_path):
     assert worst_pairs(mma, 1).pair_index.tolist() == [1]
     with pytest.raises(DatasetError, match="no column 'nope'"):
         worst_pairs(f, 1, by="nope")
+
+
+def test_training_curves_plot_every_run_and_skip_nan_steps(tmp_path):
+    import subprocess
+    import sys
+
+    logs = []
+    for name, n in (("ncnet_demo", 30), ("patch2pix_demo", 20)):
+        d = tmp_path / name
+        d.mkdir()
+        loss = np.linspace(5, 1, n)
+        loss[3] = np.nan  # a skipped step
+        pd.DataFrame({"step": np.arange(1, n + 1), "epoch": 0, "loss": loss, "lr": 1e-3, "seconds": 0.1}).to_csv(
+            d / "loss.csv", index=False)
+        logs.append(str(d / "loss.csv"))
+    out = tmp_path / "fig"
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "training-curves", "--logs", *logs, "--out", str(out)],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert (out / "loss_curves.png").stat().st_size > 5000 and (out / "loss_curves.pdf").is_file()
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "training-curves", "--logs", str(tmp_path / "no.csv"),
+                        "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1 and not (tmp_path / "bad").exists()
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'no.csv'}: cannot read the training log")

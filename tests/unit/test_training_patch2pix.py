@@ -116,3 +116,20 @@ def test_small_ncnet_runs_the_coarse_training_forward():
     net = NCNet(arch=SMALL)
     nc, delta, raw = net(torch.randn(1, 3, 64, 96), torch.randn(1, 3, 64, 96))
     assert nc.shape == raw.shape == (1, 1, 4, 6, 4, 6) and delta.shape == (4, 1, 4, 6, 4, 6)
+
+
+def test_refiner_keeps_confident_matches_and_handles_empty_input():
+    from matchrepro.models.patch2pix import refine_matches
+
+    torch.manual_seed(0)
+    net = Patch2Pix(arch=SMALL).eval()
+    zero_offset_init(net)
+    im = torch.randn(1, 3, 64, 96)
+    m = torch.tensor([[10.0, 12.0, 11.0, 12.0], [40.0, 30.0, 44.0, 28.0], [90.0, 60.0, 95.0, 63.0]])
+    everything = refine_matches(net, im, im, m, threshold=-1.0)
+    assert torch.equal(everything["index"], torch.arange(3))
+    assert torch.allclose(everything["matches"], m, atol=1e-4)  # zero offsets: the input comes back
+    strict = refine_matches(net, im, im, m, threshold=2.0)  # sigmoid never exceeds 1
+    assert len(strict["matches"]) == 0 and strict["matches"].shape == (0, 4)
+    empty = refine_matches(net, im, im, torch.zeros(0, 4))
+    assert empty["matches"].shape == (0, 4) and len(empty["index"]) == 0

@@ -15,7 +15,7 @@ import torch
 
 from matchrepro.errors import ConfigError
 from matchrepro.models.checkpoints import extract_state_dict, load_checkpoint, load_state_dict_strict
-from matchrepro.models.patch2pix import IMAGENET_MEAN, IMAGENET_STD, NCNet, Patch2Pix, predict
+from matchrepro.models.patch2pix import IMAGENET_MEAN, IMAGENET_STD, NCNet, Patch2Pix, predict, refine_matches
 
 
 def load_model(kind: str, weights: str | Path, device: torch.device) -> NCNet:
@@ -58,6 +58,22 @@ class Patch2PixMatcher:
         """Resized RGB images and their scales -> keypoints0/1 (N, 2) in upright-original
         pixels, matches (N, 2) = (i, i), scores (N,)."""
         out = predict(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device), self.threshold)
+        return self._to_original(out, scale0, scale1)
+
+    def refine(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1, pts0: np.ndarray, pts1: np.ndarray) -> dict:
+        """Refine another method's matches ``pts0``/``pts1`` (N, 2) given in upright-original
+        pixels: into the resized frame (divided by the scale), mid + fine regressors, kept where
+        the fine confidence exceeds the threshold, back to original pixels (as :meth:`__call__`)."""
+        if self.kind != "patch2pix":
+            raise ConfigError("only Patch2Pix refines matches (matcher type patch2pix)")
+        s0, s1 = np.asarray(scale0, np.float64), np.asarray(scale1, np.float64)
+        m = np.concatenate([np.asarray(pts0, np.float64) / s0, np.asarray(pts1, np.float64) / s1], 1).reshape(-1, 4)
+        out = refine_matches(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device),
+                             torch.from_numpy(m).float().to(self.device), self.threshold)
+        return self._to_original(out, scale0, scale1)
+
+    @staticmethod
+    def _to_original(out: dict, scale0, scale1) -> dict:
         m = out["matches"].cpu().numpy().astype(np.float64)
         k0 = (m[:, :2] * np.asarray(scale0)[None]).astype(np.float32)
         k1 = (m[:, 2:] * np.asarray(scale1)[None]).astype(np.float32)

@@ -380,3 +380,26 @@ def predict(model: NCNet, im1: torch.Tensor, im2: torch.Tensor, threshold: float
     if keep.any():
         fine, prob = fine[keep], prob[keep]
     return {"matches": fine, "scores": prob}
+
+
+@torch.no_grad()
+def refine_matches(model: Patch2Pix, im1: torch.Tensor, im2: torch.Tensor, matches: torch.Tensor,
+                   threshold: float = 0.5) -> dict:
+    """Patch2Pix as a refiner of another method's matches (``Patch2PixRefined``, §1.5): the given
+    matches (N, 4) [x1, y1, x2, y2] in pixels of the resized images (1, 3, H, W) go straight to
+    the mid then fine regressors (no NC stage, no expansion); the refined matches whose fine
+    confidence exceeds ``threshold`` are returned (``matches`` (M, 4), ``scores`` (M,), and
+    ``index`` (M,) into the input rows). Zero input matches return empty outputs (the released
+    early return, patch2pix#6)."""
+    if len(matches) == 0:
+        empty = matches.new_zeros(0, 4).float()
+        return {"matches": empty, "scores": empty[:, 0], "index": torch.zeros(0, dtype=torch.long, device=matches.device)}
+    f1 = model.extract.forward_all(im1)
+    f2 = model.extract.forward_all(im2)
+    sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
+    l1, l2 = [f1[i] for i in model.feat_idx], [f2[i] for i in model.feat_idx]
+    strides = [model.extract.strides[i] for i in model.feat_idx]
+    mid, _ = refine(model.regress_mid, l1, l2, strides, matches.float(), sizes)
+    fine, prob = refine(model.regress_fine, l1, l2, strides, mid, sizes)
+    index = torch.nonzero(prob > threshold).flatten()
+    return {"matches": fine[index], "scores": prob[index], "index": index}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -26,15 +27,16 @@ def _read_features(f: h5py.File, name: str, path: str) -> dict:
 
 
 def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard: tuple[int, int] | None = None,
-                weights: str | Path | None = None) -> None:
+                weights: str | Path | None = None, base: str | Path | None = None) -> None:
     """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``;
-    ``shard = (k, n)`` matches only the k-th of n contiguous chunks of the pairs."""
+    ``shard = (k, n)`` matches only the k-th of n contiguous chunks of the pairs; ``base``: the
+    predictions cache a refining method (``refines``) starts from."""
     bench = open_benchmark(spec["dataset"])
     pairs = shard_of(bench.pairs, shard)
     method = spec["method"]
     matcher = method["matcher"]
     if matcher["type"] in ("patch2pix", "ncnet"):
-        return _match_dense(spec, bench, pairs, out, weights)
+        return _match_dense(spec, bench, pairs, out, weights, base)
     if matcher["type"] != "nearest_neighbour":
         raise ConfigError(f"methods.{method['name']}.matcher.type: {matcher['type']!r} is not available yet")
     if features is None:
@@ -66,22 +68,42 @@ def _write_header(f: h5py.File, spec: dict, n_pairs: int) -> None:
     f.attrs["n_pairs"] = n_pairs
 
 
-def _match_dense(spec: dict, bench, pairs, out, weights) -> None:
-    """Detector-free matchers (Patch2Pix, NCNet): images in, matches out (keypoints = matches)."""
+def _base_matches(f: h5py.File, path, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Matched points (N, 2) and (N, 2) of one pair of a predictions cache (upright-original px)."""
+    key = f"pair_{index:06d}"
+    if key not in f:
+        raise DatasetError(f"{path}: no predictions for pair {index} (re-run the method it refines)")
+    g = f[key]
+    m = g["matches"][()]
+    return g["keypoints0"][()][m[:, 0]], g["keypoints1"][()][m[:, 1]]
+
+
+def _match_dense(spec: dict, bench, pairs, out, weights, base=None) -> None:
+    """Detector-free matchers (Patch2Pix, NCNet): images in, matches out (keypoints = matches).
+    With ``base`` (a method with ``refines``) Patch2Pix refines that cache's matches instead."""
     from matchrepro.matchers.patch2pix import Patch2PixMatcher
     from matchrepro.pipeline.extract import load_upright
 
     method = spec["method"]
     if weights is None:
         raise ConfigError(f"methods.{method['name']}.weights: {method['matcher']['type']} needs weights")
+    if bool(method.get("refines")) != (base is not None):
+        raise ConfigError(f"methods.{method['name']}.refines: a refiner needs the base predictions (--base) and "
+                          "only a refiner takes them")
     matcher = Patch2PixMatcher(method, weights)
     n_matches = []
-    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+    with contextlib.ExitStack() as stack:
+        fb = stack.enter_context(h5py.File(base, "r")) if base is not None else None
+        tmp = stack.enter_context(atomic_path(out))
+        f = stack.enter_context(h5py.File(tmp, "w"))
         _write_header(f, spec, len(pairs))
         for p in tqdm(pairs, desc=f"match {method['name']}", unit="pair"):
             im0, s0, wh0 = load_upright(bench.image_dir / p.name0, p.rot0, spec["resize"], grayscale=False)
             im1, s1, wh1 = load_upright(bench.image_dir / p.name1, p.rot1, spec["resize"], grayscale=False)
-            r = matcher(im0, im1, s0, s1)
+            if fb is None:
+                r = matcher(im0, im1, s0, s1)
+            else:
+                r = matcher.refine(im0, im1, s0, s1, *_base_matches(fb, base, p.index))
             g = f.create_group(f"pair_{p.index:06d}")
             for k in ("keypoints0", "keypoints1", "matches", "scores"):
                 g[k] = r[k]

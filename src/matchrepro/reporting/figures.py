@@ -1,5 +1,6 @@
 """Figures (matplotlib, PNG and PDF): HPatches MMA curves, cumulative pose-error and corner-error
-curves, AUC bars, and match visualisations (correct matches green, wrong ones red)."""
+curves, AUC bars, match visualisations (correct matches green, wrong ones red), and training
+loss curves."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from matchrepro.datasets.benchmark import open_benchmark  # noqa: E402
+from matchrepro.errors import DatasetError  # noqa: E402
 from matchrepro.evaluation.evaluate import upright_geometry  # noqa: E402
 from matchrepro.geometry.epipolar import epipolar_line_distance_px  # noqa: E402
 from matchrepro.geometry.homography import warp_points  # noqa: E402
@@ -179,3 +181,33 @@ def make_figures(spec: dict, metrics: list[str], predictions: list[str], out_dir
     by_method = {Path(p).parent.name: p for p in predictions}
     written += plot_match_examples(spec["dataset"], by_method, out_dir, spec.get("match_examples", 2))
     return written
+
+
+def plot_training_curves(logs: list[str | Path], out_dir: str | Path, window: int = 10) -> list[Path]:
+    """One panel per training run (named by the log's folder): the per-step loss (thin) and its
+    running mean over ``window`` steps (thick); skipped steps (NaN loss) are left out; the
+    learning rate on a second axis. ``logs`` are ``log.csv`` files (step, epoch, loss, lr, seconds)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(logs)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    for ax, log in zip(axes[0], logs):
+        try:
+            df = pd.read_csv(log)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{log}: cannot read the training log ({e})") from None
+        if not {"step", "loss", "lr"} <= set(df.columns):
+            raise DatasetError(f"{log}: not a training log (columns step, loss, lr expected)")
+        ok = df[np.isfinite(df.loss)]
+        ax.plot(ok.step, ok.loss, lw=0.6, alpha=0.5, label="loss per step")
+        ax.plot(ok.step, ok.loss.rolling(window, min_periods=1).mean(), lw=1.8, label=f"mean of {window}")
+        skipped = int((~np.isfinite(df.loss)).sum())
+        ax.set_title(f"{Path(log).parent.name}: {len(df)} steps" + (f", {skipped} skipped" if skipped else ""))
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax2 = ax.twinx()
+        ax2.plot(df.step, df.lr, color="grey", lw=0.8, ls="--", label="learning rate")
+        ax2.set_ylabel("learning rate", color="grey")
+        ax2.grid(False)
+        ax.legend(loc="upper right", fontsize=7)
+    return _save(fig, out_dir, "loss_curves")

@@ -66,8 +66,12 @@ def _save(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def train(task, cfg: dict, out_dir: str | Path) -> dict:
-    """Run (or resume) training; returns ``{"step", "loss", "resumed_from"}``."""
+def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) -> dict:
+    """Run (or resume) training; returns ``{"step", "loss", "resumed_from"}``.
+
+    ``fingerprint`` identifies what is being trained (model, data, settings other than the run
+    length); a ``last.pth`` saved under another fingerprint is not resumed: the run starts over
+    (``log.csv`` too), so a changed config never continues a stale run."""
     c = {**DEFAULTS, **cfg}
     out_dir = Path(out_dir)
     info: DistInfo = setup(c["device"])
@@ -86,6 +90,15 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c["lr_milestones"]), gamma=c["lr_gamma"])
     step, resumed_from = 0, None
     last = out_dir / "last.pth"
+    if last.is_file() and fingerprint is not None:
+        if load_checkpoint(last).get("fingerprint") != fingerprint:
+            barrier(info)  # every rank has read it before rank 0 moves it away
+            if info.is_main:
+                print(f"{last} was saved by a different configuration: starting over", flush=True)
+                last.replace(out_dir / "last.stale.pth")
+                if (out_dir / "log.csv").exists():
+                    (out_dir / "log.csv").replace(out_dir / "log.stale.csv")
+            barrier(info)
     if last.is_file():
         ck = load_checkpoint(last, map_location=info.device)
         model.load_state_dict(ck["model"])
@@ -115,7 +128,7 @@ def train(task, cfg: dict, out_dir: str | Path) -> dict:
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(info.device) if info.device.type == "cuda" else None}
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "config": c, "seed": c["seed"], "rng": rng, "scaler": scaler.state_dict(), **extras}
+                "step": step, "config": c, "seed": c["seed"], "rng": rng, "scaler": scaler.state_dict(), "fingerprint": fingerprint, **extras}
 
     log_f = None
     if info.is_main:
