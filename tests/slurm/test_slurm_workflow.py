@@ -38,6 +38,8 @@ def small_config(work: Path) -> Path:
     d["scannet"]["demo"].update(scenes=1, frames_per_scene=4, pairs_per_scene=3)
     d["hpatches"]["demo"].update(illumination=1, viewpoint=1)
     cfg["benchmarks"]["hpatches"]["protocols"] = ["hpatches_mma", "homography_loftr"]
+    cfg["benchmarks"]["hpatches"]["methods"] = ["sift_mnn", "sift_mnn_ratio"]  # Patch2Pix training: the local tests
+    cfg["methods"] = {k: v for k, v in cfg["methods"].items() if k.startswith("sift_mnn")}
     cfg["training"] = {"toy_gpu": {"model": "toy", "params": {"steps": 20, "gpus": 1, "threads": 1}}}
     path = work / "small.yaml"
     path.write_text(yaml.safe_dump(cfg))

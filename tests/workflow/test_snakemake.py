@@ -95,7 +95,8 @@ def test_demo_produces_tables_with_protocols(demo_run):
         md = work / "results" / "tables" / f"{bench}.md"
         assert csv.is_file() and md.is_file()
         df = pd.read_csv(csv)
-        assert set(df.method) == {"sift_mnn", "sift_mnn_ratio"}
+        expected = {"sift_mnn", "sift_mnn_ratio"} | ({"ncnet_demo", "patch2pix_demo", "sift_ratio_patch2pix_demo"} if bench == "hpatches" else set())
+        assert set(df.method) == expected
         assert (df.source == "demo").all()
         for col in ("protocol", "protocol_knobs", "resize", "max_keypoints", "num_pairs", "num_failures"):
             assert df[col].notna().all(), (bench, col)
@@ -112,6 +113,25 @@ def test_demo_produces_tables_with_protocols(demo_run):
     # per-pair results are keyed by index and full relative paths
     pairs = pd.read_csv(work / "results" / "metrics" / "sift_mnn" / "scannet" / "pose_superglue_pairs.csv")
     assert pairs.name0.str.startswith("scans_test/").all() and pairs.pair_index.is_unique
+
+
+@pytest.mark.slow
+def test_demo_trains_and_evaluates_ncnet_and_patch2pix(demo_run):
+    """The demo trains the NCNet stage, then Patch2Pix's regressors on it, and evaluates both on
+    HPatches. Both learned: their losses fall, and their matches are far better than an untrained
+    network's (whose coarse matches land within 3 px a few percent of the time)."""
+    work, _ = demo_run
+    hp = pd.read_csv(work / "results" / "tables" / "hpatches.csv")
+    mma = hp[hp.protocol == "hpatches_mma"].set_index("method")
+    for method in ("ncnet_demo", "patch2pix_demo"):
+        assert mma.loc[method, "mma@3px"] > 0.3 and mma.loc[method, "mma@10px"] > 0.6, mma.loc[method]
+        assert mma.loc[method, "mean_matches"] > 50
+    assert (hp[hp.method == "patch2pix_demo"].resize == hp[hp.method == "ncnet_demo"].resize.iloc[0]).all()
+    for model, steps in (("ncnet_demo", 200), ("patch2pix_demo", 150)):
+        log = pd.read_csv(work / "results" / "training" / model / "loss.csv")
+        assert log.step.tolist() == list(range(1, steps + 1))
+        assert log.loss.tail(20).mean() < 0.6 * log.loss.head(20).mean()
+    assert (work / "results" / "figures" / "training" / "loss_curves.png").stat().st_size > 5000
 
 
 @pytest.mark.slow
@@ -233,7 +253,7 @@ def test_sharded_evaluation_gives_identical_tables(demo_run):
             "--configfile", str(work / "sharded.yaml"))
     jobs = job_counts(snakemake("-n", *args).stdout)
     assert "build_demo_dataset" not in jobs and "extract_features" not in jobs and "match_pairs" not in jobs
-    assert jobs["match_pairs_shard"] == 2 * 3 + 2 * 2 and jobs["gather_evaluation"] == 2 * 2 + 2 * 4
+    assert jobs["match_pairs_shard"] == 2 * 3 + 5 * 2 and jobs["gather_evaluation"] == 2 * 2 + 5 * 4
     snakemake("--cores", "2", *args)
     for b, df in before.items():
         pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df)

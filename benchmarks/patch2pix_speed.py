@@ -1,0 +1,152 @@
+"""Patch2Pix speed on this machine: inference per pair at 640x480 (the released architecture and
+the demo's narrow one) and training iterations per second at 480x320 (released architecture:
+batch 1 and ``--ptmax`` (default 100) on a CPU, the released batch 4 / ptmax 400 with
+``--device cuda``, which needs the original's 48 GB; demo: the config.yaml settings).
+
+Usage: ``python benchmarks/patch2pix_speed.py [--threads N] [--repeat N] [--device cpu|cuda]``.
+The pair is a scikit-image photograph and a rotated, scaled copy of it (realistic coarse-match
+counts). Weights are random: speed does not depend on them, except through the number of
+coarse matches, which the refinement cost follows (printed). Prints seconds per pair, matches
+per pair and iterations per second."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from matchrepro.models.patch2pix import Patch2Pix, corr_to_matches, filter_coarse, init_weights, refine
+from matchrepro.training import patch2pix_losses as losses
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def demo_params() -> dict:
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    return cfg["training"]["patch2pix_demo"]["params"]
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def photo_pair(dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 480, 640) ImageNet-normalised astronaut photo and a copy rotated by 10 degrees and
+    scaled by 0.9 about the centre."""
+    import cv2
+    import skimage.data
+
+    from matchrepro.matchers.patch2pix import to_tensor
+
+    a = cv2.resize(skimage.data.astronaut(), (640, 480), interpolation=cv2.INTER_AREA)
+    b = cv2.warpAffine(a, cv2.getRotationMatrix2D((320, 240), 10, 0.9), (640, 480), borderMode=cv2.BORDER_REFLECT)
+    return to_tensor(a, dev), to_tensor(b, dev)
+
+
+def inference(net: Patch2Pix, dev, repeat: int, n_refine: int = 1000) -> tuple[float, float, int]:
+    """Seconds per pair of the coarse stage (backbone + NC + mutual matches) and of the two
+    regressor levels on ``n_refine`` proposals (random weights give few mutual matches, so the
+    refinement is timed on a fixed count: the released model keeps about 1,100 per HPatches
+    pair at confidence 0.5, patch2pix.md §5.1). Returns (coarse s, refine s, coarse matches)."""
+    im1, im2 = photo_pair(dev)
+    g = torch.Generator().manual_seed(0)
+    props = torch.rand(n_refine, 4, generator=g) * torch.tensor([640.0, 480, 640, 480])
+    props = props.to(dev)
+    with torch.no_grad():
+        def coarse():
+            f1 = net.extract.forward_all(im1)
+            f2 = net.extract.forward_all(im2)
+            corr, delta = net.coarse_volume(f1[-1], f2[-1])
+            m, sc = filter_coarse(*corr_to_matches(corr, delta, 2, net.extract.strides[-1]))
+            return f1, f2, m
+
+        def regress(f1, f2):
+            idx = net.feat_idx
+            l1, l2 = [f1[i] for i in idx], [f2[i] for i in idx]
+            strides = [net.extract.strides[i] for i in idx]
+            mid, _ = refine(net.regress_mid, l1, l2, strides, props, [(640, 480), (640, 480)])
+            return refine(net.regress_fine, l1, l2, strides, mid, [(640, 480), (640, 480)])
+
+        f1, f2, m = coarse()
+        regress(f1, f2)
+        sync(dev)
+        t = time.perf_counter()
+        for _ in range(repeat):
+            f1, f2, m = coarse()
+        sync(dev)
+        t_coarse = (time.perf_counter() - t) / repeat
+        t = time.perf_counter()
+        for _ in range(repeat):
+            regress(f1, f2)
+        sync(dev)
+        t_refine = (time.perf_counter() - t) / repeat
+    return t_coarse, t_refine, len(m)
+
+
+def training(net: Patch2Pix, dev, size, batch: int, ptmax: int, iters: int) -> float:
+    net.ptmax = ptmax
+    net.train()
+    for p in list(net.extract.parameters()) + list(net.ncn.parameters()):
+        p.requires_grad_(False)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=5e-4)
+    W, H = size
+    a, b = photo_pair(dev)
+    im1 = torch.nn.functional.interpolate(a, size=(H, W), mode="bilinear").repeat(batch, 1, 1, 1)
+    im2 = torch.nn.functional.interpolate(b, size=(H, W), mode="bilinear").repeat(batch, 1, 1, 1)
+    F = torch.tensor([[0.0, 0, 0], [0, 0, -1], [0, 1, 0]], device=dev)  # a horizontal-motion F (y2 = y1)
+
+    def step():
+        outs = net(im1, im2)
+        pairs = [losses.pair_loss(o["coarse"], o["mid"], o["prob_mid"], o["fine"], o["prob_fine"], F) for o in outs]
+        loss = losses.total_loss(pairs)
+        opt.zero_grad()
+        if loss is not None:
+            loss.backward()
+            opt.step()
+
+    step()
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    sync(dev)
+    return iters / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--ptmax", type=int, default=None, help="released-architecture training: proposals per pair")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    print(f"torch {torch.__version__}, device {dev}, {a.threads} threads")
+    demo = demo_params()
+    for name, arch in (("released (ResNet-34, 512-wide regressors)", None), ("demo (config.yaml)", demo["arch"])):
+        torch.manual_seed(0)
+        net = Patch2Pix(arch=arch)
+        init_weights(net, seed=0)
+        net = net.to(dev).eval()
+        t_c, t_r, n = inference(net, dev, a.repeat)
+        print(f"inference 640x480, {name:44s} {t_c + t_r:7.3f} s/pair = coarse stage {t_c:.3f} s "
+              f"({n} mutual matches with random weights) + mid/fine regressors on 1000 matches {t_r:.3f} s")
+        if arch is None:
+            batch, ptmax = (4, a.ptmax or 400) if dev.type == "cuda" else (1, a.ptmax or 100)
+            its = training(net, dev, (480, 320), batch, ptmax, 1)
+            print(f"training  480x320 batch {batch} ptmax {ptmax}, {name:27s} {its:7.3f} it/s  ({1 / its:.1f} s/it)")
+        else:
+            net.panc = demo.get("panc", 8)
+            its = training(net, dev, demo["image_size"], demo["batch_size"], demo["ptmax"], a.repeat)
+            print(f"training  {demo['image_size'][0]}x{demo['image_size'][1]} batch {demo['batch_size']} "
+                  f"ptmax {demo['ptmax']} panc {net.panc}, {name:18s} {its:7.3f} it/s  ({1 / its:.2f} s/it)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
