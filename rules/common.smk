@@ -149,7 +149,9 @@ def match_spec(wildcards):
 def evaluate_spec(wildcards):
     m = config["methods"][wildcards.method]
     f = m["features"]
-    budget = effective_features(config, f, wildcards.dataset)["max_keypoints"] if f else None
+    # a refiner's matches come from its base method's keypoints: that budget is the row's
+    fb = f or (config["methods"][m["refines"]]["features"] if m["refines"] else None)
+    budget = effective_features(config, fb, wildcards.dataset)["max_keypoints"] if fb else None
     return spec(
         dataset=dataset_spec(wildcards.dataset),
         method=m,
