@@ -190,7 +190,7 @@ def plot_training_curves(logs: list[str | Path], out_dir: str | Path, window: in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = len(logs)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n, 3.4), squeeze=False, layout="constrained")
     for ax, log in zip(axes[0], logs):
         try:
             df = pd.read_csv(log)
@@ -208,6 +208,8 @@ def plot_training_curves(logs: list[str | Path], out_dir: str | Path, window: in
         ax2 = ax.twinx()
         ax2.plot(df.step, df.lr, color="grey", lw=0.8, ls="--", label="learning rate")
         ax2.set_ylabel("learning rate", color="grey")
+        ax2.set_ylim(0, 1.15 * float(df.lr.max()) if len(df) else 1)
+        ax2.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         ax2.grid(False)
         ax.legend(loc="upper right", fontsize=7)
     return _save(fig, out_dir, "loss_curves")
