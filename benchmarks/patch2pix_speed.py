@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from matchrepro.models.patch2pix import Patch2Pix, corr_to_matches, filter_coarse, init_weights, refine
+from matchrepro.models.patch2pix import Patch2Pix, corr_to_matches, filter_coarse, init_weights
 from matchrepro.training import patch2pix_losses as losses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,11 +65,7 @@ def inference(net: Patch2Pix, dev, repeat: int, n_refine: int = 1000) -> tuple[f
             return f1, f2, m
 
         def regress(f1, f2):
-            idx = net.feat_idx
-            l1, l2 = [f1[i] for i in idx], [f2[i] for i in idx]
-            strides = [net.extract.strides[i] for i in idx]
-            mid, _ = refine(net.regress_mid, l1, l2, strides, props, [(640, 480), (640, 480)])
-            return refine(net.regress_fine, l1, l2, strides, mid, [(640, 480), (640, 480)])
+            return net.refine_levels(f1, f2, props, [(640, 480), (640, 480)])
 
         f1, f2, m = coarse()
         regress(f1, f2)

@@ -192,7 +192,8 @@ TRAIN_CODE = {
     "toy": ["training/toy.py"],
     "ncnet": ["training/patch2pix_task.py", "training/ncnet_supervision.py", "training/patch2pix_losses.py",
               "models/patch2pix.py", "models/resnet.py", "models/conv4d.py", "models/checkpoints.py",
-              "datasets/patch2pix_training.py", "datasets/megadepth.py", "preprocessing/patch2pix_pairs.py"],
+              "datasets/patch2pix_training.py", "datasets/megadepth.py", "preprocessing/patch2pix_pairs.py",
+              "geometry/depth_warp.py"],
 }
 TRAIN_CODE["patch2pix"] = TRAIN_CODE["ncnet"]
 

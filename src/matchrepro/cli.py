@@ -204,13 +204,13 @@ def cmd_train(a) -> None:
         cmd += ["--loss-out", a.loss_out] if a.loss_out else []
         cmd += ["--threads", str(max(1, a.threads // procs))] if a.threads else []
         raise SystemExit(subprocess.run(cmd).returncode)
-    from matchrepro.training.loop import Interrupted, train
+    from matchrepro.training.loop import Interrupted, run_fingerprint, train
 
     _set_threads(a.threads)
     out = Path(a.out)
     task = _training_task(t, spec.get("dataset"), a.data, a.init)
     try:
-        res = train(task, t["params"], out.parent, run_fingerprint(spec, a.data, a.init))
+        res = train(task, t["params"], out.parent, run_fingerprint(t["model"], t["params"], spec.get("dataset"), a.data, a.init))
     except Interrupted:
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -224,21 +224,6 @@ def cmd_train(a) -> None:
         if getattr(task, "skipped", 0):
             res["skipped_pairs"] = task.skipped
         print(json.dumps(res), flush=True)
-
-
-RUN_LENGTH_AND_CLUSTER = {"steps", "epochs", "checkpoint_every", "keep_epoch_checkpoints", "gpus", "processes",
-                          "threads", "mem_mb", "runtime", "device", "amp"}
-
-
-def run_fingerprint(spec: dict, data: str | None, init: str | None) -> str:
-    """What a training run trains: model, data, initial weights and every setting except the
-    run length and where it runs (so raising ``steps`` continues a run, changing ``lr`` does not)."""
-    import hashlib
-
-    t = spec["training"]
-    params = {k: v for k, v in t["params"].items() if k not in RUN_LENGTH_AND_CLUSTER}
-    blob = {"model": t["model"], "params": params, "dataset": spec.get("dataset"), "data": data, "init": init}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _training_task(t: dict, dataset: dict | None, data: str | None, init: str | None):

@@ -176,6 +176,17 @@ class Patch2Pix(NCNet):
         self.regress_fine = FeatRegressNet(dim, conv, fc)
         self.ptmax, self.panc, self.pshift = 400, 8, 8
 
+    def refine_levels(self, f1: list[torch.Tensor], f2: list[torch.Tensor], matches: torch.Tensor,
+                      sizes) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mid then fine regression (§1.4) of ``matches`` (N, 4) given both images' feature
+        pyramids (``forward_all`` levels, batch 1) and their (W, H) ``sizes`` -> (mid (N, 4),
+        prob_mid (N,), fine (N, 4), prob_fine (N,)), resized-image pixels."""
+        l1, l2 = [f1[i] for i in self.feat_idx], [f2[i] for i in self.feat_idx]
+        strides = [self.extract.strides[i] for i in self.feat_idx]
+        mid, prob_mid = refine(self.regress_mid, l1, l2, strides, matches, sizes)
+        fine, prob_fine = refine(self.regress_fine, l1, l2, strides, mid, sizes)
+        return mid, prob_mid, fine, prob_fine
+
     def forward(self, im1: torch.Tensor, im2: torch.Tensor, ksize: int = 2) -> list[dict]:
         """Training forward (patch2pix.md §3.3): per pair, coarse mutual matches sampled to exactly
         ``ptmax``, expanded to ``panc`` anchors, refined by the mid then the fine regressor.
@@ -189,7 +200,6 @@ class Patch2Pix(NCNet):
             f2 = self.extract.forward_all(im2)
             corr, delta = self.coarse_volume(f1[-1], f2[-1], ksize)
         sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
-        strides = [self.extract.strides[i] for i in self.feat_idx]
         outs = []
         for b in range(im1.shape[0]):
             with torch.no_grad():
@@ -197,10 +207,8 @@ class Patch2Pix(NCNet):
                 m, _ = filter_coarse(m, s, 0.0)
                 m = sample_proposals(m, self.ptmax)
                 m = shift_to_anchors(m, self.pshift) if self.panc == 8 else m
-            l1 = [f1[i][b:b + 1] for i in self.feat_idx]
-            l2 = [f2[i][b:b + 1] for i in self.feat_idx]
-            mid, prob_mid = refine(self.regress_mid, l1, l2, strides, m, sizes)
-            fine, prob_fine = refine(self.regress_fine, l1, l2, strides, mid, sizes)
+            mid, prob_mid, fine, prob_fine = self.refine_levels([f[b:b + 1] for f in f1], [f[b:b + 1] for f in f2],
+                                                                m, sizes)
             outs.append({"coarse": m, "mid": mid, "prob_mid": prob_mid, "fine": fine, "prob_fine": prob_fine})
         return outs
 
@@ -371,11 +379,7 @@ def predict(model: NCNet, im1: torch.Tensor, im2: torch.Tensor, threshold: float
     if not isinstance(model, Patch2Pix):
         return {"matches": coarse, "scores": cscore}
     sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
-    idx = model.feat_idx
-    l1, l2 = [f1[i] for i in idx], [f2[i] for i in idx]
-    strides = [model.extract.strides[i] for i in idx]
-    mid, _ = refine(model.regress_mid, l1, l2, strides, coarse, sizes)
-    fine, prob = refine(model.regress_fine, l1, l2, strides, mid, sizes)
+    _, _, fine, prob = model.refine_levels(f1, f2, coarse, sizes)
     keep = prob > threshold
     if keep.any():
         fine, prob = fine[keep], prob[keep]
@@ -397,9 +401,6 @@ def refine_matches(model: Patch2Pix, im1: torch.Tensor, im2: torch.Tensor, match
     f1 = model.extract.forward_all(im1)
     f2 = model.extract.forward_all(im2)
     sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
-    l1, l2 = [f1[i] for i in model.feat_idx], [f2[i] for i in model.feat_idx]
-    strides = [model.extract.strides[i] for i in model.feat_idx]
-    mid, _ = refine(model.regress_mid, l1, l2, strides, matches.float(), sizes)
-    fine, prob = refine(model.regress_fine, l1, l2, strides, mid, sizes)
+    _, _, fine, prob = model.refine_levels(f1, f2, matches.float(), sizes)
     index = torch.nonzero(prob > threshold).flatten()
     return {"matches": fine[index], "scores": prob[index], "index": index}

@@ -19,14 +19,16 @@ the architecture); ``ckpt_ep{N}.pth`` after epoch N with ``keep_epoch_checkpoint
 restarted run resumes from ``last.pth`` at the saved step (the same epoch permutation, the next
 batch, torch's random state as saved, so a resumed CPU run ends equal to an uninterrupted one).
 ``amp`` (``bf16`` or ``fp16``, CUDA only; ignored on the CPU) runs the task's loss under
-autocast, fp16 with a gradient scaler. A NaN/Inf loss, or ``None`` from the task (nothing to learn from in this batch), skips
-the step and is logged as ``nan``. ``log.csv`` gets one row per step (step, epoch, loss, lr,
-seconds).
+autocast, fp16 with a gradient scaler. A NaN/Inf loss, or ``None`` from the task (nothing to
+learn from in this batch), skips the step and is logged as ``nan``. ``log.csv`` gets one row per
+step (step, epoch, loss, lr, seconds).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import signal
@@ -55,6 +57,17 @@ DEFAULTS = {
     "amp": None,
 }
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Settings that say how long and where a run trains, not what it learns (see run_fingerprint).
+CLUSTER_KEYS = {"gpus", "processes", "threads", "mem_mb", "runtime"}
+RUN_LENGTH_KEYS = {"steps", "epochs", "checkpoint_every", "keep_epoch_checkpoints", "device", "amp"}
+
+
+def run_fingerprint(model: str, params: dict, dataset: dict | None, data: str | None, init: str | None) -> str:
+    """What a training run trains: model, data, initial weights and every setting except the
+    run length and where it runs (so raising ``steps`` continues a run, changing ``lr`` does not)."""
+    kept = {k: v for k, v in params.items() if k not in CLUSTER_KEYS | RUN_LENGTH_KEYS}
+    blob = {"model": model, "params": kept, "dataset": dataset, "data": data, "init": init}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Interrupted(Exception):
@@ -90,17 +103,17 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c["lr_milestones"]), gamma=c["lr_gamma"])
     step, resumed_from = 0, None
     last = out_dir / "last.pth"
-    if last.is_file() and fingerprint is not None:
-        if load_checkpoint(last).get("fingerprint") != fingerprint:
-            barrier(info)  # every rank has read it before rank 0 moves it away
-            if info.is_main:
-                print(f"{last} was saved by a different configuration: starting over", flush=True)
-                last.replace(out_dir / "last.stale.pth")
-                if (out_dir / "log.csv").exists():
-                    (out_dir / "log.csv").replace(out_dir / "log.stale.csv")
-            barrier(info)
-    if last.is_file():
-        ck = load_checkpoint(last, map_location=info.device)
+    ck = load_checkpoint(last, map_location=info.device) if last.is_file() else None
+    if ck is not None and fingerprint is not None and ck.get("fingerprint") != fingerprint:
+        ck = None
+        barrier(info)  # every rank has read it before rank 0 moves it away
+        if info.is_main:
+            print(f"{last} was saved by a different configuration: starting over", flush=True)
+            last.replace(out_dir / "last.stale.pth")
+            if (out_dir / "log.csv").exists():
+                (out_dir / "log.csv").replace(out_dir / "log.stale.csv")
+        barrier(info)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -172,9 +185,10 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
                                  f"{time.perf_counter() - t0:.4f}"])
                 log_f.flush()
             if info.is_main and (step % c["checkpoint_every"] == 0 or end_of_epoch or step == total):
-                _save(last, state())
+                st = state()
+                _save(last, st)
                 if end_of_epoch and c["keep_epoch_checkpoints"]:
-                    _save(out_dir / f"ckpt_ep{step // steps_per_epoch}.pth", state())
+                    _save(out_dir / f"ckpt_ep{step // steps_per_epoch}.pth", st)
             if stop["flag"]:
                 if info.is_main:
                     _save(last, state())

@@ -18,20 +18,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from matchrepro.geometry.depth_warp import sample_depth, warp_with_depth
+
 
 def _cell_centres(h: int, w: int, cell: int, device) -> torch.Tensor:
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     return torch.stack([xs.flatten(), ys.flatten()], 1).float() * cell + cell / 2  # (h w, 2) x, y
-
-
-def _sample(depth: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Nearest depth (N,) of a (H, W) map at pixels xy (N, 2); 0 outside."""
-    H, W = depth.shape
-    x, y = torch.floor(xy[:, 0]).long(), torch.floor(xy[:, 1]).long()
-    inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
-    out = torch.zeros(len(xy), dtype=depth.dtype, device=depth.device)
-    out[inside] = depth[y[inside], x[inside]]
-    return out
 
 
 def cell_targets(depth1: torch.Tensor, depth2: torch.Tensor, K1: torch.Tensor, K2: torch.Tensor,
@@ -47,30 +39,27 @@ def cell_targets(depth1: torch.Tensor, depth2: torch.Tensor, K1: torch.Tensor, K
     h1, w1 = grid1
     h2, w2 = grid2
     xy = _cell_centres(h1, w1, cell, depth1.device)
-    z1 = _sample(depth1, xy)
-    rays = torch.cat([xy, torch.ones_like(xy[:, :1])], 1) @ torch.linalg.inv(K1).T
-    X2 = (rays * z1[:, None]) @ T_1to2[:3, :3].T + T_1to2[:3, 3]
-    uvw = X2 @ K2.T
-    z = uvw[:, 2]
-    uv = uvw[:, :2] / z.clamp(min=1e-6)[:, None]
+    z1 = sample_depth(depth1, xy)
+    uv, z = warp_with_depth(xy, z1, K1, K2, T_1to2)
     H2, W2 = depth2.shape
     ok = (z1 > 0) & (z > 1e-6) & (uv[:, 0] >= 0) & (uv[:, 0] < min(W2, w2 * cell)) & (uv[:, 1] >= 0) \
         & (uv[:, 1] < min(H2, h2 * cell))
-    d2 = _sample(depth2, uv)
+    d2 = sample_depth(depth2, uv)
     ok &= (d2 > 0) & (torch.abs(d2 - z) <= depth_tol * d2)
     tgt = torch.floor(uv[:, 1] / cell).long() * w2 + torch.floor(uv[:, 0] / cell).long()
     return torch.where(ok, tgt, torch.full_like(tgt, -1))
 
 
-def batch_targets(batch: dict, grid1: tuple[int, int], grid2: tuple[int, int], cell: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_targets(batch: dict, grid1: tuple[int, int], grid2: tuple[int, int], cell: int,
+                  depth_tol: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (B, h1 w1) image 1 -> 2 and (B, h2 w2) image 2 -> 1 for a batch with depth."""
     t12, t21 = [], []
     for b in range(batch["im1"].shape[0]):
         T = batch["T_1to2"][b]
         t12.append(cell_targets(batch["depth1"][b], batch["depth2"][b], batch["K1"][b], batch["K2"][b], T,
-                                grid1, grid2, cell))
+                                grid1, grid2, cell, depth_tol))
         t21.append(cell_targets(batch["depth2"][b], batch["depth1"][b], batch["K2"][b], batch["K1"][b],
-                                torch.linalg.inv(T), grid2, grid1, cell))
+                                torch.linalg.inv(T), grid2, grid1, cell, depth_tol))
     return torch.stack(t12), torch.stack(t21)
 
 

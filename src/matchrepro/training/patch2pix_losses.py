@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F_
 
+from matchrepro.geometry.depth_warp import sample_depth, warp_with_depth
+
 
 def sampson_sq(matches: torch.Tensor, F: torch.Tensor) -> torch.Tensor:
     """(N,) squared Sampson distances of matches (N, 4) [x1, y1, x2, y2] under F (3, 3),
@@ -38,16 +40,9 @@ def transfer_sq(matches: torch.Tensor, depth1: torch.Tensor, K1: torch.Tensor, K
     moved by ``T_1to2`` (X2 = R X1 + t), projected with K2 and compared with point 2. Points
     without depth, outside image 1 or behind camera 2 get +inf (negative labels, never regressed).
     Used by ``regression_target: reprojection`` (a demo option, not the released loss)."""
-    H, W = depth1.shape
-    x1 = matches[:, :2]
-    xi = torch.floor(x1.detach()).long()
-    inside = (xi[:, 0] >= 0) & (xi[:, 0] < W) & (xi[:, 1] >= 0) & (xi[:, 1] < H)
-    z = depth1[xi[:, 1].clamp(0, H - 1), xi[:, 0].clamp(0, W - 1)]
-    rays = torch.cat([x1, torch.ones_like(x1[:, :1])], 1) @ torch.linalg.inv(K1).T
-    X2 = (rays * z[:, None]) @ T_1to2[:3, :3].T + T_1to2[:3, 3]
-    p = X2 @ K2.T
-    valid = inside & (z > 0) & (p[:, 2] > 1e-6)
-    p2 = p[:, :2] / torch.where(valid, p[:, 2], torch.ones_like(p[:, 2]))[:, None]
+    z = sample_depth(depth1, matches[:, :2])
+    p2, z2 = warp_with_depth(matches[:, :2], z, K1, K2, T_1to2)
+    valid = (z > 0) & (z2 > 1e-6)
     d = torch.sum((p2 - matches[:, 2:]) ** 2, 1)
     return torch.where(valid, d, torch.full_like(d, float("inf")))
 

@@ -27,12 +27,10 @@ from matchrepro.errors import ConfigError
 from matchrepro.models.checkpoints import CheckpointError, extract_state_dict, load_checkpoint
 from matchrepro.models.patch2pix import NCNet, Patch2Pix, full_arch, init_weights
 from matchrepro.training import patch2pix_losses as losses
-from matchrepro.training.loop import DEFAULTS as LOOP_DEFAULTS
+from matchrepro.training.loop import CLUSTER_KEYS, DEFAULTS as LOOP_DEFAULTS
 from matchrepro.training.ncnet_supervision import batch_targets, coarse_loss
 
 SHARED_ARCH_KEYS = ("widths", "blocks", "nc_kernels", "nc_channels")  # backbone + NC: must equal the init's
-CLUSTER_KEYS = {"gpus", "processes", "threads", "mem_mb", "runtime"}
-LOOP_KEYS = set(LOOP_DEFAULTS) | {"epochs", "keep_epoch_checkpoints"}
 
 COARSE_DEFAULTS = {"arch": None, "image_size": [480, 320], "raw_weight": 1.0, "temperature": 0.1, "depth_tol": 0.1}
 PATCH2PIX_DEFAULTS = {
@@ -45,7 +43,7 @@ REGRESSION_TARGETS = ("epipolar", "reprojection")
 
 def check_params(name: str, params: dict, task_defaults: dict) -> dict:
     """Task settings (defaults filled in); unknown keys are refused naming the config key."""
-    known = set(task_defaults) | LOOP_KEYS | CLUSTER_KEYS
+    known = set(task_defaults) | set(LOOP_DEFAULTS) | CLUSTER_KEYS
     for k in params:
         if k not in known:
             raise ConfigError(f"training.{name}.params.{k}: unknown setting; known: {', '.join(sorted(known))}")
@@ -135,7 +133,7 @@ class CoarseTask(_PairsTask):
         nc, _, raw = net(batch["im1"], batch["im2"])
         _, _, h1, w1, h2, w2 = nc.shape
         cell = 2 * (batch["im1"].shape[3] // (2 * w1))
-        t12, t21 = batch_targets(batch, (h1, w1), (h2, w2), cell)
+        t12, t21 = batch_targets(batch, (h1, w1), (h2, w2), cell, self.p["depth_tol"])
         return coarse_loss(nc, raw, t12, t21, self.p["raw_weight"], self.p["temperature"])
 
 
