@@ -19,8 +19,9 @@ rule extract_features:
         runtime=120,
     params:
         spec=extract_spec,
+        args=weights_arg,
     shell:
-        "python -m matchrepro extract --spec {params.spec:q} --out {output} > {log} 2>&1"
+        "python -m matchrepro extract --spec {params.spec:q} {params.args} --out {output} > {log} 2>&1"
 
 
 rule match_pairs:

@@ -8,7 +8,7 @@ import numpy as np
 
 class SIFT:
     """OpenCV SIFT; ``root_sift`` applies RootSIFT (L1-normalise, square root), so
-    descriptors are L2-unit vectors either way.
+    descriptors are L2-unit vectors either way; keypoints are sorted by descending response.
 
     Config keys: ``max_keypoints`` (OpenCV ``nfeatures``, the strongest responses),
     ``root_sift``, ``contrast_threshold``.
@@ -31,8 +31,10 @@ class SIFT:
                 "scores": np.zeros(0, np.float32),
                 "descriptors": np.zeros((0, 128), np.float32),
             }
-        kps = kps[: int(self.cfg["max_keypoints"])]
-        desc = desc[: len(kps)].astype(np.float32)
+        # by descending response (imp.md §1.2), then the budget
+        order = sorted(range(len(kps)), key=lambda i: -kps[i].response)[: int(self.cfg["max_keypoints"])]
+        kps = [kps[i] for i in order]
+        desc = desc[order].astype(np.float32)
         if self.cfg["root_sift"]:
             desc = np.sqrt(desc / (np.abs(desc).sum(1, keepdims=True) + 1e-8))
         else:

@@ -30,14 +30,14 @@ def load_upright(path: Path, rot: int, resize_rule: dict, grayscale: bool = True
     return img, scale, (w, h)
 
 
-def extract_features(spec: dict, out: str | Path) -> None:
+def extract_features(spec: dict, out: str | Path, weights: str | Path | None = None) -> None:
     """``spec``: ``{"dataset": <dataset block>, "features": <features block>, "resize": rule}``.
 
     Writes the features file layout documented in :mod:`matchrepro.io`; keypoints are
     stored in upright-original pixels (resized-frame keypoints times the scale).
     """
     bench = open_benchmark(spec["dataset"])
-    extractor = get_extractor(spec["features"])
+    extractor = get_extractor(spec["features"], weights)
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["config"] = json.dumps(spec, sort_keys=True)

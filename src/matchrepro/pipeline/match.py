@@ -37,26 +37,47 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
     matcher = method["matcher"]
     if matcher["type"] in ("patch2pix", "ncnet"):
         return _match_dense(spec, bench, pairs, out, weights, base)
-    if matcher["type"] != "nearest_neighbour":
+    if matcher["type"] not in ("nearest_neighbour", "imp"):
         raise ConfigError(f"methods.{method['name']}.matcher.type: {matcher['type']!r} is not available yet")
     if features is None:
         raise ConfigError(f"methods.{method['name']}: a descriptor matcher needs 'features'")
-    n_matches = []
+    if matcher["type"] == "imp":
+        from matchrepro.matchers.imp import IMPMatcher
+
+        if weights is None:
+            raise ConfigError(f"methods.{method['name']}.weights: the imp matcher needs weights")
+        imp = IMPMatcher(method, weights)
+
+        def match_fn(a, b, p):
+            r = imp(a, b, p.K0, p.K1)
+            return r["matches"], r["scores"], {"stopped_at": r["stopped_at"],
+                                               "retained": np.asarray(imp.retained[-1], np.int64).reshape(-1, 2)}
+    else:
+        def match_fn(a, b, p):
+            m, s = match_nearest_neighbour(a["descriptors"], b["descriptors"], mutual=matcher["mutual"],
+                                           ratio=matcher["ratio"])
+            return m, s, {}
+    n_matches, retained = [], []
     with h5py.File(features, "r") as ff, atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         _write_header(f, spec, len(pairs))
         for p in tqdm(pairs, desc=f"match {method['name']}", unit="pair"):
             a = _read_features(ff, p.name0, str(features))
             b = _read_features(ff, p.name1, str(features))
-            m, s = match_nearest_neighbour(
-                a["descriptors"], b["descriptors"], mutual=matcher["mutual"], ratio=matcher["ratio"]
-            )
+            m, s, extra = match_fn(a, b, p)
             g = f.create_group(f"pair_{p.index:06d}")
             g["keypoints0"], g["keypoints1"] = a["keypoints"], b["keypoints"]
             g["matches"], g["scores"] = m, s
             g.attrs.update(name0=p.name0, name1=p.name1, scale0=a["scale"], scale1=b["scale"],
-                           image_size0=a["image_size"], image_size1=b["image_size"])
+                           image_size0=a["image_size"], image_size1=b["image_size"], **extra)
             n_matches.append(len(m))
+            if len(extra.get("retained", ())):
+                retained.append(extra["retained"].sum(1))
         f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
+        if retained:  # keypoints (both images) entering each iteration, averaged over pairs (EIMP pooling)
+            per_it = np.mean(np.stack(retained), 0)
+            f.attrs["mean_keypoints_per_iteration"] = per_it
+            print("keypoints per iteration (both images, mean over pairs): "
+                  + " ".join(f"{v:.0f}" for v in per_it), flush=True)
 
 
 def _write_header(f: h5py.File, spec: dict, n_pairs: int) -> None:

@@ -1,0 +1,33 @@
+"""SuperPoint keypoints and descriptors (imp.md §2.4) through :mod:`matchrepro.models.superpoint`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from matchrepro.models.checkpoints import extract_state_dict, load_checkpoint, load_state_dict_strict
+from matchrepro.models.superpoint import SuperPoint
+
+
+class SuperPointExtractor:
+    """Config keys: ``max_keypoints``, ``nms_radius`` (px), ``detection_threshold`` (the
+    keypoint score threshold; note that IMP's dump passes it under a key SuperPoint ignores, so
+    its effective value there is 0.0025, imp.md §4.1), ``remove_borders`` (px, default 4)."""
+
+    def __init__(self, cfg: dict, weights, device: str = "auto"):
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+        self.model = SuperPoint({
+            "nms_radius": int(cfg.get("nms_radius", 4)),
+            "keypoint_threshold": float(cfg.get("detection_threshold", 0.005)),
+            "max_keypoints": int(cfg.get("max_keypoints", -1)),
+            "remove_borders": int(cfg.get("remove_borders", 4)),
+        })
+        load_state_dict_strict(self.model, extract_state_dict(load_checkpoint(weights)), str(weights))
+        self.model.eval().to(self.device)
+
+    def __call__(self, image: np.ndarray) -> dict:
+        """Args: image (H, W) uint8 or float in [0, 255]. Returns ``keypoints`` (N, 2) float32
+        pixels, ``scores`` (N,), ``descriptors`` (N, 256), by descending score."""
+        x = torch.as_tensor(np.asarray(image, np.float32) / 255.0, device=self.device)[None, None]
+        r = self.model(x)[0]
+        return {k: v.cpu().numpy().astype(np.float32) for k, v in r.items()}
