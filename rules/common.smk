@@ -196,6 +196,8 @@ TRAIN_CODE = {
               "geometry/depth_warp.py"],
 }
 TRAIN_CODE["patch2pix"] = TRAIN_CODE["ncnet"]
+TRAIN_CODE["imp"] = TRAIN_CODE["eimp"] = ["training/imp_task.py", "training/imp_losses.py", "models/imp.py",
+                                          "models/checkpoints.py", "datasets/imp_training.py"]
 
 
 def train_code(wildcards):
@@ -227,9 +229,16 @@ def _prep_dataset(prep):
 
 def preprocess_inputs(wildcards):
     d = _prep_dataset(wildcards.prep)
-    if config["datasets"][d]["source"] == "local":
-        return {}
-    return {"dataset": dataset_root(d)}
+    inputs = {} if config["datasets"][d]["source"] == "local" else {"dataset": dataset_root(d)}
+    f = config["preprocessing"][wildcards.prep]["params"].get("features")
+    if f and config["features"][f]["weights"]:
+        inputs["weights"] = weights_path(config["features"][f]["weights"])
+    return inputs
+
+
+def weights_arg(wildcards, input):
+    """``--weights`` of commands whose detector has weights (SuperPoint)."""
+    return f"--weights {input.weights}" if "weights" in input.keys() else ""
 
 
 def uses_gpu_features(prep):

@@ -99,8 +99,9 @@ rule imp_dump_scene:
         runtime=240,
     params:
         spec=preprocess_spec,
+        args=weights_arg,
     shell:
-        "python -m matchrepro preprocess --spec {params.spec:q} --scene {wildcards.scene}"
+        "python -m matchrepro preprocess --spec {params.spec:q} --scene {wildcards.scene} {params.args}"
         " --out {output} > {log} 2>&1"
 
 

@@ -36,7 +36,7 @@ def cmd_build_demo(a) -> None:
 def cmd_extract(a) -> None:
     from matchrepro.pipeline.extract import extract_features
 
-    extract_features(_spec(a.spec), a.out)
+    extract_features(_spec(a.spec), a.out, a.weights)
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
@@ -140,7 +140,7 @@ def cmd_preprocess(a) -> None:
     elif prep["kind"] == "imp_dump":
         from matchrepro.preprocessing import imp_dump
 
-        n = imp_dump.run(ds["root"], info, spec["features"], prep["params"], a.out)
+        n = imp_dump.run(ds["root"], info, spec["features"], prep["params"], a.out, a.weights)
     else:  # the schema's enum makes this unreachable
         raise MatchReproError(f"preprocessing.{prep['name']}.kind: unknown kind {prep['kind']!r}")
     print(f"{prep['name']} {a.scene}: {n} pairs -> {a.out}")
@@ -210,7 +210,9 @@ def cmd_train(a) -> None:
     out = Path(a.out)
     task = _training_task(t, spec.get("dataset"), a.data, a.init)
     try:
-        res = train(task, t["params"], out.parent, run_fingerprint(t["model"], t["params"], spec.get("dataset"), a.data, a.init))
+        # the task's settings with its defaults filled in: a changed default also starts over
+        settings = {**t["params"], **getattr(task, "p", {})}
+        res = train(task, t["params"], out.parent, run_fingerprint(t["model"], settings, spec.get("dataset"), a.data, a.init))
     except Interrupted:
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -239,7 +241,14 @@ def _training_task(t: dict, dataset: dict | None, data: str | None, init: str | 
             raise ConfigError(f"training.{t['name']}.data: the {t['model']} model trains on a patch2pix_pairs "
                               "preprocessing run; name one")
         return TASKS[t["model"]](t["name"], t["params"], data, dataset["root"], init)
-    raise NotYetAvailableError(f"training the {t['model']} model is not implemented in this version yet (issue #5)")
+    if t["model"] in ("imp", "eimp"):
+        from matchrepro.training.imp_task import IMPTask
+
+        if not data:
+            raise ConfigError(f"training.{t['name']}.data: the {t['model']} model trains on an imp_dump "
+                              "preprocessing run; name one")
+        return IMPTask(t["name"], t["model"], t["params"], data, init)
+    raise NotYetAvailableError(f"training the {t['model']} model is not implemented in this version")
 
 
 def cmd_check_config(a) -> None:
@@ -264,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="dataset root folder to create")
     s = verb("extract", cmd_extract, "extract local features for a dataset")
     s.add_argument("--spec", required=True)
+    s.add_argument("--weights", default=None, help="detector weights (SuperPoint)")
     s.add_argument("--out", required=True)
     s = verb("match", cmd_match, "match all pairs of a dataset into a predictions cache")
     s.add_argument("--spec", required=True)
@@ -326,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("preprocess", cmd_preprocess, "prepare MegaDepth training data for one scene")
     s.add_argument("--spec", required=True)
     s.add_argument("--scene", required=True)
+    s.add_argument("--weights", default=None, help="detector weights (imp_dump with SuperPoint features)")
     s.add_argument("--out", required=True)
     s = verb("preprocess-index", cmd_preprocess_index, "gather the per-scene preprocessing outputs")
     s.add_argument("--spec", required=True)

@@ -68,10 +68,16 @@ def test_missing_dataset_folder_is_named(hpatches_spec, tmp_path):
     assert r.stderr.strip() == f"error: dataset folder not found: {tmp_path / 'nowhere'} (config key datasets.hpatches.root)"
 
 
-def test_not_yet_available_verb_says_so():
-    spec = {"training": {"name": "imp_run", "model": "imp", "data": "x", "init": None, "params": {}}}
-    r = run_cli("train", "--spec", json.dumps(spec), "--out", "/tmp/never.pth")
-    assert r.returncode == 1 and "not implemented in this version yet" in r.stderr
+def test_imp_training_without_dump_names_the_key(tmp_path):
+    spec = {"training": {"name": "imp_run", "model": "imp", "data": None, "init": None, "params": {}}}
+    r = run_cli("train", "--spec", json.dumps(spec), "--out", str(tmp_path / "never.pth"))
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: training.imp_run.data: the imp model trains on an imp_dump")
+    bad = tmp_path / "index.json"
+    bad.write_text("{}")
+    r = run_cli("train", "--spec", json.dumps(spec), "--out", str(tmp_path / "never.pth"), "--data", str(bad))
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not an imp_dump index")
+    assert not (tmp_path / "never.pth").exists()
 
 
 def test_patch2pix_training_without_pairs_names_the_key():

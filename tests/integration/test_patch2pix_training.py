@@ -4,11 +4,8 @@ mid-epoch resumes from its checkpoint and ends equal to an uninterrupted one; th
 load into the workflow matcher."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -20,7 +17,7 @@ from matchrepro.matchers.patch2pix import load_model
 from matchrepro.models.patch2pix import predict
 from matchrepro.preprocessing import patch2pix_pairs, scene_info_path
 from tests.conftest import REPO
-from tests.integration.test_training_ddp import descendants
+from tests.integration.test_training_ddp import kill_after_rows
 
 ARCH = {"widths": [8, 8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
 P2P_ARCH = {**ARCH, "regressor_conv": [16, 16], "regressor_fc": [16, 8]}
@@ -105,20 +102,8 @@ def test_wrong_initial_architecture_is_refused(data, coarse):
 def test_killed_patch2pix_run_resumes_mid_epoch(data, coarse, tmp_path):
     params = dict(P2P, steps=40)
     out = tmp_path / "killed" / "model_best.pth"
-    p = subprocess.Popen(train_cmd(out, data, "patch2pix", params, init=coarse), cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    log, last = out.parent / "log.csv", out.parent / "last.pth"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if log.exists() and len(log.read_text().splitlines()) > 6 and last.exists():
-            break
-        time.sleep(0.02)
-    for pid in [p.pid, *descendants(p.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.wait()
+    kill_after_rows(train_cmd(out, data, "patch2pix", params, init=coarse), out.parent, 6, REPO)
+    last = out.parent / "last.pth"
     saved = torch.load(last, weights_only=True)["step"]
     assert 0 < saved < 40
     r = run(train_cmd(out, data, "patch2pix", params, init=coarse))

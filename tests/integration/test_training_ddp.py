@@ -44,6 +44,27 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def kill_after_rows(cmd: list[str], out_dir, rows: int, cwd, timeout: float = 300) -> None:
+    """Start a training command, SIGKILL it (and its children) once ``log.csv`` has more than
+    ``rows`` lines and ``last.pth`` exists, and wait for it."""
+    import subprocess
+    import time
+
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log, last = out_dir / "log.csv", out_dir / "last.pth"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) > rows and last.exists():
+            break
+        time.sleep(0.02)
+    for pid in [p.pid, *descendants(p.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
 def run(cmd, timeout=300):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]

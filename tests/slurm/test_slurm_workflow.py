@@ -40,6 +40,8 @@ def small_config(work: Path) -> Path:
     cfg["benchmarks"]["hpatches"]["protocols"] = ["hpatches_mma", "homography_loftr"]
     cfg["benchmarks"]["hpatches"]["methods"] = ["sift_mnn", "sift_mnn_ratio"]  # Patch2Pix training: the local tests
     cfg["methods"] = {k: v for k, v in cfg["methods"].items() if k.startswith("sift_mnn")}
+    for b in cfg["benchmarks"].values():  # the learned demo methods train locally (tests/workflow)
+        b["methods"] = [m for m in b["methods"] if m in cfg["methods"]]
     cfg["training"] = {"toy_gpu": {"model": "toy", "params": {"steps": 20, "gpus": 1, "threads": 1}}}
     path = work / "small.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -80,9 +81,10 @@ def test_preprocessing_rules_ran_per_scene(demo_run):
     import json
 
     work, _ = demo_run
-    for target, ext in zip(PREPROCESSED, ("npz", "h5")):
+    # patch2pix_pairs on the demo megadepth (2 scenes), imp_dump_sift on megadepth_imp (3 scenes)
+    for target, ext, n in zip(PREPROCESSED, ("npz", "h5"), (2, 3)):
         index = json.loads((work / target).read_text())
-        assert sorted(index["scenes"]) == ["9000", "9001"]
+        assert sorted(index["scenes"]) == [f"{9000 + k}" for k in range(n)]
         for f in index["scenes"].values():
             assert f.endswith(ext) and (work / f).is_file()
 
@@ -95,7 +97,9 @@ def test_demo_produces_tables_with_protocols(demo_run):
         md = work / "results" / "tables" / f"{bench}.md"
         assert csv.is_file() and md.is_file()
         df = pd.read_csv(csv)
-        expected = {"sift_mnn", "sift_mnn_ratio"} | ({"ncnet_demo", "patch2pix_demo", "sift_ratio_patch2pix_demo"} if bench == "hpatches" else set())
+        expected = {"sift_mnn", "sift_mnn_ratio"} | {
+            "hpatches": {"ncnet_demo", "patch2pix_demo", "sift_ratio_patch2pix_demo"},
+            "yfcc": {"imp_sift_demo", "eimp_sift_demo"}, "scannet": {"imp_sift_demo"}}.get(bench, set())
         assert set(df.method) == expected
         assert (df.source == "demo").all()
         for col in ("protocol", "protocol_knobs", "resize", "num_pairs", "num_failures"):
@@ -107,7 +111,7 @@ def test_demo_produces_tables_with_protocols(demo_run):
         assert "sift_mnn" in md.read_text()
     yfcc = pd.read_csv(work / "results" / "tables" / "yfcc.csv")
     sg = yfcc[yfcc.protocol == "pose_superglue"]
-    assert len(sg) == 2 and (sg.solver == "opencv_ransac").all() and (sg.threshold_px == 1.0).all()
+    assert len(sg) == 4 and (sg.solver == "opencv_ransac").all() and (sg.threshold_px == 1.0).all()
     assert (yfcc[yfcc.protocol == "pose_imp_yfcc"].solver == "opencv_magsac").all()
     assert yfcc["auc@20deg"].between(0, 100).all() and (yfcc["auc@20deg"] > 20).all()
     hp = pd.read_csv(work / "results" / "tables" / "hpatches.csv")
@@ -117,6 +121,35 @@ def test_demo_produces_tables_with_protocols(demo_run):
     # per-pair results are keyed by index and full relative paths
     pairs = pd.read_csv(work / "results" / "metrics" / "sift_mnn" / "scannet" / "pose_superglue_pairs.csv")
     assert pairs.name0.str.startswith("scans_test/").all() and pairs.pair_index.is_unique
+
+
+@pytest.mark.slow
+def test_demo_trains_and_evaluates_imp_and_eimp(demo_run):
+    """The demo trains IMP-SIFT, then EIMP-SIFT from it with pooling in the loop, and evaluates
+    both on YFCC on the same RootSIFT keypoints as SIFT + MNN. IMP learned (its loss falls) and
+    is a working matcher (pose AUC close to or above MNN's; measured numbers in the README);
+    EIMP's pruned pooling sees fewer keypoints in later iterations than IMP, as logged."""
+    import h5py
+
+    work, _ = demo_run
+    yfcc = pd.read_csv(work / "results" / "tables" / "yfcc.csv")
+    sg = yfcc[yfcc.protocol == "pose_superglue"].set_index("method")
+    assert sg.loc["imp_sift_demo", "auc@10deg"] > 0.8 * sg.loc["sift_mnn", "auc@10deg"], sg
+    assert sg.loc["imp_sift_demo", "precision"] > sg.loc["sift_mnn", "precision"]
+    assert sg.loc["eimp_sift_demo", "auc@10deg"] > 0.6 * sg.loc["imp_sift_demo", "auc@10deg"], sg
+    for model, steps in (("imp_sift_demo", 200), ("eimp_sift_demo", 40)):
+        log = pd.read_csv(work / "results" / "training" / model / "loss.csv")
+        assert log.step.tolist() == list(range(1, steps + 1)) and log.loss.notna().all()
+    log = pd.read_csv(work / "results" / "training" / "imp_sift_demo" / "loss.csv")
+    assert log.loss.tail(20).mean() < 0.6 * log.loss.head(20).mean()
+    per_it = {}
+    for m in ("imp_sift_demo", "eimp_sift_demo"):
+        with h5py.File(work / "results" / "matches" / m / "yfcc.h5") as f:
+            per_it[m] = f.attrs["mean_keypoints_per_iteration"]
+    assert len(per_it["imp_sift_demo"]) == 15 and np.ptp(per_it["imp_sift_demo"]) == 0
+    assert per_it["eimp_sift_demo"][:4].tolist() == per_it["imp_sift_demo"][:4].tolist()
+    assert per_it["eimp_sift_demo"][-1] < per_it["imp_sift_demo"][-1]
+    assert "keypoints per iteration" in (work / "logs" / "match_pairs" / "eimp_sift_demo" / "yfcc.log").read_text()
 
 
 @pytest.mark.slow
@@ -259,7 +292,7 @@ def test_sharded_evaluation_gives_identical_tables(demo_run):
             "--configfile", str(work / "sharded.yaml"))
     jobs = job_counts(snakemake("-n", *args).stdout)
     assert "build_demo_dataset" not in jobs and "extract_features" not in jobs and "match_pairs" not in jobs
-    assert jobs["match_pairs_shard"] == 2 * 3 + 5 * 2 and jobs["gather_evaluation"] == 2 * 2 + 5 * 4
+    assert jobs["match_pairs_shard"] == 4 * 3 + 5 * 2 and jobs["gather_evaluation"] == 4 * 2 + 5 * 4
     snakemake("--cores", "2", *args)
     for b, df in before.items():
         pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df)

@@ -273,7 +273,7 @@ def build_megadepth(out: str | Path, cfg: dict) -> None:
             scene = f"{9000 + sc:04d}"
             planes = scenes.outdoor_scene(rng)
             cams = scenes.outdoor_cameras(rng, cfg["images_per_scene"], [(w, h), (h, w)])
-            views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"])
+            views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"], jitter=cfg["photometric"])
             areas = np.array([p.size[0] * p.size[1] for p in planes])
             counts = rng.multinomial(cfg["points3d"], areas / areas.sum())
             points = np.concatenate([p.sample_points(c, rng) for p, c in zip(planes, counts)])

@@ -16,7 +16,7 @@ keypoints with depth; ground truth by reprojection:
 A pair is kept with more than ``min_inliers`` matches.
 
 Output HDF5 per scene: ``images/<name>/{keypoints (N, 2), scores (N,), descriptors (N, D),
-depth (N,)}`` (names relative to ``Undistorted_SfM``, '/' -> '|') and ``pairs/<k>/{matches (M, 2)}``
+depth (N,)}`` with attribute ``image_size`` (w, h) (names relative to ``Undistorted_SfM``, '/' -> '|') and ``pairs/<k>/{matches (M, 2)}``
 with attributes ``name1``, ``name2``, ``K1``, ``K2``, ``T_w2c1``, ``T_w2c2``, ``overlap``.
 """
 
@@ -95,18 +95,20 @@ def ground_truth_matches(f1: dict, f2: dict, K1, K2, T1, T2, max_err: float, shi
     return np.array(out, np.int64).reshape(-1, 2)
 
 
-def run(root: str | Path, scene_info_file: str | Path, features_cfg: dict, params: dict, out: str | Path) -> int:
+def run(root: str | Path, scene_info_file: str | Path, features_cfg: dict, params: dict, out: str | Path,
+        weights: str | Path | None = None) -> int:
     """Dump features and GT matches of one scene to ``out`` (.h5); returns the pair count."""
     p = {**DEFAULTS, **params}
     root = Path(root)
     info = read_scene_info(scene_info_file)
     shift = 0.5 if p["pixel_center"] == "colmap" else 0.0
-    extractor = get_extractor(features_cfg)
+    extractor = get_extractor(features_cfg, weights)
     feats: dict[int, dict] = {}
     names = {}
     for i in tqdm(np.flatnonzero(info.valid), desc=f"features {info.scene}", unit="img"):
         img = read_image(root / info.image_paths[i], grayscale=True)
         f = extractor(img)
+        f["image_size"] = np.array([img.shape[1], img.shape[0]], np.int64)  # (w, h) pixels
         depth = read_depth(root / info.depth_paths[i])
         xi = np.clip(f["keypoints"][:, 0].astype(int), 0, depth.shape[1] - 1)
         yi = np.clip(f["keypoints"][:, 1].astype(int), 0, depth.shape[0] - 1)
@@ -122,6 +124,7 @@ def run(root: str | Path, scene_info_file: str | Path, features_cfg: dict, param
             g = h.create_group(f"images/{image_key(names[i])}")
             for k in ("keypoints", "scores", "descriptors", "depth"):
                 g[k] = f[k]
+            g.attrs["image_size"] = f["image_size"]
         idx = sorted(feats)
         for a in tqdm(range(len(idx)), desc=f"pairs {info.scene}", unit="img"):
             for b in range(a + 1, len(idx)):

@@ -18,6 +18,8 @@ scheduler, the global step, the config, the seed and the task's ``checkpoint_ext
 the architecture); ``ckpt_ep{N}.pth`` after epoch N with ``keep_epoch_checkpoints``. A
 restarted run resumes from ``last.pth`` at the saved step (the same epoch permutation, the next
 batch, torch's random state as saved, so a resumed CPU run ends equal to an uninterrupted one).
+``lr_schedule: exponential`` replaces the MultiStepLR by IMP's per-step decay (:func:`_scheduler`);
+a task with ``epoch_indices(epoch)`` chooses each epoch's sample order itself.
 ``amp`` (``bf16`` or ``fp16``, CUDA only; ignored on the CPU) runs the task's loss under
 autocast, fp16 with a gradient scaler. A NaN/Inf loss, or ``None`` from the task (nothing to
 learn from in this batch), skips the step and is logged as ``nan``. ``log.csv`` gets one row per
@@ -55,7 +57,12 @@ DEFAULTS = {
     "epochs": None,
     "keep_epoch_checkpoints": False,
     "amp": None,
+    "lr_schedule": "multistep",
+    "lr_decay_start": 200000,
+    "lr_decay_rate": 0.999992,
+    "lr_min": 1e-6,
 }
+LR_SCHEDULES = ("multistep", "exponential")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings that say how long and where a run trains, not what it learns (see run_fingerprint).
 CLUSTER_KEYS = {"gpus", "processes", "threads", "mem_mb", "runtime"}
@@ -68,6 +75,15 @@ def run_fingerprint(model: str, params: dict, dataset: dict | None, data: str | 
     kept = {k: v for k, v in params.items() if k not in CLUSTER_KEYS | RUN_LENGTH_KEYS}
     blob = {"model": model, "params": kept, "dataset": dataset, "data": data, "init": init}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_params(name: str, params: dict, task_defaults: dict) -> dict:
+    """Task settings (defaults filled in); unknown keys are refused naming the config key."""
+    known = set(task_defaults) | set(DEFAULTS) | CLUSTER_KEYS
+    for k in params:
+        if k not in known:
+            raise ConfigError(f"training.{name}.params.{k}: unknown setting; known: {', '.join(sorted(known))}")
+    return {**task_defaults, **{k: v for k, v in params.items() if k in task_defaults}}
 
 
 class Interrupted(Exception):
@@ -100,7 +116,8 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
     torch.manual_seed(c["seed"])
     model = task.build_model().to(info.device)
     opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c["lr_milestones"]), gamma=c["lr_gamma"])
+    sched = _scheduler(opt, c)
+    per_step_schedule = c["lr_schedule"] == "exponential"
     step, resumed_from = 0, None
     last = out_dir / "last.pth"
     ck = load_checkpoint(last, map_location=info.device) if last.is_file() else None
@@ -157,8 +174,11 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
     try:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
-            g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
-            perm = torch.randperm(n, generator=g)
+            if hasattr(task, "epoch_indices"):  # the task's own epoch composition (e.g. IMP's pairs per scene)
+                perm = task.epoch_indices(epoch)
+            else:
+                g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
+                perm = torch.randperm(n, generator=g)
             idx = perm[k * c["batch_size"]:(k + 1) * c["batch_size"]]
             idx = idx[info.rank * local_bs:(info.rank + 1) * local_bs]
             t0 = time.perf_counter()
@@ -177,7 +197,7 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
                 scaler.update()
             step += 1
             end_of_epoch = (step % steps_per_epoch) == 0
-            if not per_epoch or end_of_epoch:
+            if not per_epoch or end_of_epoch or per_step_schedule:
                 sched.step()
             loss_val = float(loss.detach())
             if info.is_main:
@@ -204,6 +224,17 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
             log_f.close()
         cleanup(info)
     return {"step": step, "loss": loss_val if math.isfinite(loss_val) else None, "resumed_from": resumed_from}
+
+
+def _scheduler(opt, c: dict):
+    """``multistep``: MultiStepLR(``lr_milestones``, ``lr_gamma``); ``exponential`` (IMP, imp.md
+    §3.5): lr = clamp(lr0 * rate^(step - start), max lr0, min ``lr_min``), stepped every step."""
+    if c["lr_schedule"] not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {c['lr_schedule']!r}")
+    if c["lr_schedule"] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(c["lr_milestones"]), gamma=c["lr_gamma"])
+    start, rate, floor = int(c["lr_decay_start"]), float(c["lr_decay_rate"]), float(c["lr_min"]) / float(c["lr"])
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, max(floor, rate ** (s - start))))
 
 
 def launched_by_torchrun() -> bool:

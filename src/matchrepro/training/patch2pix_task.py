@@ -27,7 +27,7 @@ from matchrepro.errors import ConfigError
 from matchrepro.models.checkpoints import CheckpointError, extract_state_dict, load_checkpoint
 from matchrepro.models.patch2pix import NCNet, Patch2Pix, full_arch, init_weights
 from matchrepro.training import patch2pix_losses as losses
-from matchrepro.training.loop import CLUSTER_KEYS, DEFAULTS as LOOP_DEFAULTS
+from matchrepro.training.loop import check_params
 from matchrepro.training.ncnet_supervision import batch_targets, coarse_loss
 
 SHARED_ARCH_KEYS = ("widths", "blocks", "nc_kernels", "nc_channels")  # backbone + NC: must equal the init's
@@ -39,15 +39,6 @@ PATCH2PIX_DEFAULTS = {
     "freeze_bn": False, "offset_init": "released", "regression_target": "epipolar",
 }
 REGRESSION_TARGETS = ("epipolar", "reprojection")
-
-
-def check_params(name: str, params: dict, task_defaults: dict) -> dict:
-    """Task settings (defaults filled in); unknown keys are refused naming the config key."""
-    known = set(task_defaults) | set(LOOP_DEFAULTS) | CLUSTER_KEYS
-    for k in params:
-        if k not in known:
-            raise ConfigError(f"training.{name}.params.{k}: unknown setting; known: {', '.join(sorted(known))}")
-    return {**task_defaults, **{k: v for k, v in params.items() if k in task_defaults}}
 
 
 def load_init(path: str | Path | None) -> tuple[dict | None, dict | None]:
