@@ -69,7 +69,8 @@ def demo_run(tmp_path_factory):
     """The README's demo target, run in a scratch working directory."""
     work = tmp_path_factory.mktemp("demo")
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
-    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "all", *PREPROCESSED)
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "all", *PREPROCESSED,
+                  timeout=1800)  # about 15 min on 2 cores, most of it training and running the demo models
     return work, r
 
 
@@ -99,7 +100,7 @@ def test_demo_produces_tables_with_protocols(demo_run):
         df = pd.read_csv(csv)
         expected = {"sift_mnn", "sift_mnn_ratio"} | {
             "hpatches": {"ncnet_demo", "patch2pix_demo", "sift_ratio_patch2pix_demo"},
-            "yfcc": {"imp_sift_demo", "eimp_sift_demo"}, "scannet": {"imp_sift_demo"}}.get(bench, set())
+            "yfcc": {"imp_sift_demo", "eimp_sift_demo"}}.get(bench, set())
         assert set(df.method) == expected
         assert (df.source == "demo").all()
         for col in ("protocol", "protocol_knobs", "resize", "num_pairs", "num_failures"):
@@ -191,7 +192,7 @@ def test_protocol_change_reruns_evaluation_not_matching(demo_run):
                   "--configfile", str(work / "changed.yaml"))
     jobs = job_counts(r.stdout)
     assert set(jobs) == {"evaluate", "tables", "total"}, jobs
-    assert jobs["evaluate"] == 4
+    assert jobs["evaluate"] == 4 + 2  # pose_superglue rows: 4 YFCC methods (2 of them IMP/EIMP), 2 ScanNet
 
 
 @pytest.mark.slow
@@ -287,12 +288,15 @@ def test_sharded_evaluation_gives_identical_tables(demo_run):
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["datasets"]["yfcc"]["shards"] = 3
     cfg["datasets"]["hpatches"]["shards"] = 2
+    learned = {"imp_sift_demo", "eimp_sift_demo"}  # IMP is sharded like any matcher; kept out to save CI time
+    cfg["benchmarks"]["yfcc"]["methods"] = [m for m in cfg["benchmarks"]["yfcc"]["methods"] if m not in learned]
+    before["yfcc"] = before["yfcc"][~before["yfcc"].method.isin(learned)].reset_index(drop=True)
     (work / "sharded.yaml").write_text(yaml.safe_dump(cfg))
     args = ("-s", str(REPO / "Snakefile"), "--directory", str(work), "results/tables",
             "--configfile", str(work / "sharded.yaml"))
     jobs = job_counts(snakemake("-n", *args).stdout)
     assert "build_demo_dataset" not in jobs and "extract_features" not in jobs and "match_pairs" not in jobs
-    assert jobs["match_pairs_shard"] == 4 * 3 + 5 * 2 and jobs["gather_evaluation"] == 4 * 2 + 5 * 4
+    assert jobs["match_pairs_shard"] == 2 * 3 + 5 * 2 and jobs["gather_evaluation"] == 2 * 2 + 5 * 4
     snakemake("--cores", "2", *args)
     for b, df in before.items():
         pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df)
