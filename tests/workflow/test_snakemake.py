@@ -300,5 +300,6 @@ def test_sharded_evaluation_gives_identical_tables(demo_run):
     assert jobs["match_pairs_shard"] == 2 * 3 + 2 * 2 and jobs["gather_evaluation"] == 2 * 2 + 2 * 4
     snakemake("--cores", "2", *args)
     for b, df in before.items():
-        pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df)
+        # (dtype aside: without the detector-free rows max_keypoints has no NaN and reads as int)
+        pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df, check_dtype=False)
     assert (work / "results" / "metrics" / "sift_mnn" / "yfcc" / "pose_superglue" / "shard_2-of-3_pairs.csv").is_file()
