@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from matchrepro.errors import DatasetError
+from matchrepro.io import image_key
 from matchrepro.models.imp import normalize_keypoints
 
 
@@ -64,10 +65,7 @@ class IMPPairs:
                 for k in sorted(h["pairs"].keys(), key=int):
                     g = h["pairs"][k]
                     a = {key: g.attrs[key] for key in ("name1", "name2", "K1", "K2", "T_w2c1", "T_w2c2")}
-                    n0 = f"{scene}/{a['name1'].replace('/', '|')}"
-                    n1 = f"{scene}/{a['name2'].replace('/', '|')}"
-                    if n0 not in self.images:  # names are stored with image_key's '/' -> '|'
-                        n0, n1 = f"{scene}/{a['name1']}", f"{scene}/{a['name2']}"
+                    n0, n1 = f"{scene}/{image_key(a['name1'])}", f"{scene}/{image_key(a['name2'])}"
                     if min(len(self.images[n0]["keypoints"]), len(self.images[n1]["keypoints"])) < self.K:
                         self.dropped += 1  # the release drops pairs with fewer than K keypoints
                         continue

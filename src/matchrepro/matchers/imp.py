@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from matchrepro.evaluation.metrics import rotation_error_deg
+from matchrepro.evaluation.metrics import rotation_error_deg, translation_error_deg
 from matchrepro.evaluation.pose_superglue import estimate_relative_pose_magsac
 from matchrepro.models.checkpoints import CheckpointError, extract_state_dict, load_checkpoint, load_state_dict_strict
 from matchrepro.models.imp import NUM_ITERATIONS, POOL_ITERATIONS, IMP, normalize_keypoints
@@ -47,10 +47,8 @@ def load_imp(weights: str | Path, variant: str | None = None, device="cpu", **kw
 
 
 def _pose_change_deg(a, b) -> float:
-    """max(ΔR, Δt) in degrees between two (R, t) estimates (t compared as directions)."""
-    dR = rotation_error_deg(a[0], b[0])
-    cos = float(np.clip(np.dot(a[1], b[1]) / (np.linalg.norm(a[1]) * np.linalg.norm(b[1]) + 1e-12), -1, 1))
-    return max(dR, float(np.degrees(np.arccos(cos))))
+    """max(ΔR, Δt) in degrees between two (R, t) estimates (t compared as directions, unfolded)."""
+    return max(rotation_error_deg(a[0], b[0]), translation_error_deg(a[1], b[1], fold=False))
 
 
 class IMPMatcher:
@@ -64,7 +62,6 @@ class IMPMatcher:
                               dual_softmax=bool(m.get("dual_softmax")), pooling=pooling)
         self.iterative = bool(m.get("iterative"))
         self.threshold_px = float(m.get("iterative_threshold_px") or 1.0)
-        self.retained: list[list[tuple[int, int]]] = []
 
     def _data(self, a: dict, b: dict) -> dict:
         t = lambda x: torch.as_tensor(np.asarray(x, np.float32), device=self.device)[None]  # noqa: E731
@@ -78,10 +75,11 @@ class IMPMatcher:
     def __call__(self, a: dict, b: dict, K0=None, K1=None) -> dict:
         """``a``, ``b``: features of the two images (``keypoints`` (N, 2) px, ``scores``,
         ``descriptors`` (N, D), ``image_size`` (w, h)). Returns ``matches (K, 2)``, ``scores (K,)``,
-        ``stopped_at`` (1-based iteration of the iterative mode, 15 otherwise)."""
+        ``stopped_at`` (1-based iteration of the iterative mode, 15 otherwise) and ``retained``
+        (keypoints of each image entering each iteration that ran, ``[(n0, n1), ...]``)."""
         if len(a["keypoints"]) == 0 or len(b["keypoints"]) == 0:
-            self.retained.append([])
-            return {"matches": np.zeros((0, 2), np.int64), "scores": np.zeros(0, np.float32), "stopped_at": NUM_ITERATIONS}
+            return {"matches": np.zeros((0, 2), np.int64), "scores": np.zeros(0, np.float32),
+                    "stopped_at": NUM_ITERATIONS, "retained": []}
         data = self._data(a, b)
         if self.iterative:
             if K0 is None or K1 is None:
@@ -89,8 +87,7 @@ class IMPMatcher:
             return self._iterative(data, a["keypoints"], b["keypoints"], K0, K1)
         with torch.no_grad():
             r = self.model.match(data)
-        self.retained.append(r["retained"])
-        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS}
+        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS, "retained": r["retained"]}
 
     @staticmethod
     def _pack(m0: torch.Tensor, s0: torch.Tensor) -> dict:
@@ -124,14 +121,13 @@ class IMPMatcher:
                 est = estimate_relative_pose_magsac(k0[m[:, 0]], k1[m[:, 1]], K0, K1, self.threshold_px)
                 cur = (est.R, est.t) if est.R is not None else None
                 if cur is not None and prev is not None and _pose_change_deg(cur, prev) <= EARLY_STOP_DEG:
-                    self.retained.append(retained)
                     keep = est.inliers
-                    return {"matches": m[keep], "scores": out["scores"][keep], "stopped_at": ni + 1}
+                    return {"matches": m[keep], "scores": out["scores"][keep], "stopped_at": ni + 1,
+                            "retained": retained}
                 prev = cur
                 if cur is not None and model.pooling is not None:
                     confidence = 0.2 * float(est.inliers.mean())  # the uncertainty variant's θ_m
             if model.pooling is not None and ni in POOL_ITERATIONS:
                 model.pool(st, P, 0.2 if confidence is None else confidence)
-        self.retained.append(retained)
         r = model.extract(st, P, model.match_threshold)
-        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS}
+        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS, "retained": retained}

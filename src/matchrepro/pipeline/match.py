@@ -51,7 +51,7 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
         def match_fn(a, b, p):
             r = imp(a, b, p.K0, p.K1)
             return r["matches"], r["scores"], {"stopped_at": r["stopped_at"],
-                                               "retained": np.asarray(imp.retained[-1], np.int64).reshape(-1, 2)}
+                                               "retained": np.asarray(r["retained"], np.int64).reshape(-1, 2)}
     else:
         def match_fn(a, b, p):
             m, s = match_nearest_neighbour(a["descriptors"], b["descriptors"], mutual=matcher["mutual"],
