@@ -47,7 +47,7 @@ rule match_pairs:
         spec=match_spec,
         args=match_args,
     shell:
-        "python -m matchrepro match --spec {params.spec:q} {params.args} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m matchrepro match-dataset --spec {params.spec:q} {params.args} --threads {threads} --out {output} > {log} 2>&1"
 
 
 # Sharded datasets (`shards: n` > 1): matching runs per contiguous chunk of pairs, then merges.
@@ -74,7 +74,7 @@ rule match_pairs_shard:
         spec=match_spec,
         args=match_args,
     shell:
-        "python -m matchrepro match --spec {params.spec:q} {params.args} --threads {threads} --shard {wildcards.shard}"
+        "python -m matchrepro match-dataset --spec {params.spec:q} {params.args} --threads {threads} --shard {wildcards.shard}"
         " --out {output} > {log} 2>&1"
 
 

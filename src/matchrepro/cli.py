@@ -68,6 +68,18 @@ def cmd_match(a) -> None:
     match_pairs(_spec(a.spec), a.out, a.features, _shard(a.shard), a.weights, a.base)
 
 
+def cmd_match_pair(a) -> None:
+    from matchrepro.pipeline.match_pair import match_pair
+
+    _set_threads(a.threads)
+    r = match_pair(a.image0, a.image1, a.method, a.config, a.weights, a.out, a.format, a.resize_as, a.device,
+                   picture=not a.no_picture)
+    print(f"{r['method']}: {len(r['matches'])} matches ({len(r['keypoints0'])} / {len(r['keypoints1'])} keypoints, "
+          f"resize {json.dumps(r['resize'])})")
+    for f in r["files"]:
+        print(f)
+
+
 def cmd_gather_matches(a) -> None:
     from matchrepro.pipeline.match import gather_predictions
 
@@ -275,7 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True)
     s.add_argument("--weights", default=None, help="detector weights (SuperPoint)")
     s.add_argument("--out", required=True)
-    s = verb("match", cmd_match, "match all pairs of a dataset into a predictions cache")
+    s = verb("match", cmd_match_pair, "match two image files of your own (matches file + picture)")
+    s.add_argument("image0")
+    s.add_argument("image1")
+    s.add_argument("--method", required=True,
+                   help="a method of the config, or patch2pix | ncnet | imp | eimp | sift (its first such method)")
+    s.add_argument("--weights", default=None, help="model weights (default: where the workflow writes them)")
+    s.add_argument("--config", default=None, help="config file (default: ./config.yaml, else the repository's)")
+    s.add_argument("--resize-as", default=None, help="use this dataset's resize rule (default: the method's, else none)")
+    s.add_argument("--format", default="npz", choices=["npz", "h5"], help="matches file format (default npz)")
+    s.add_argument("--out", default="matches", help="output folder (default ./matches)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--no-picture", action="store_true", help="do not draw the matches")
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    s = verb("match-dataset", cmd_match, "match all pairs of a dataset into a predictions cache")
     s.add_argument("--spec", required=True)
     s.add_argument("--features", default=None)
     s.add_argument("--shard", default=None, help="k-of-n: only the k-th (0-based) of n chunks of pairs")

@@ -31,7 +31,7 @@ def test_extract_and_match_on_a_tiny_dataset(hpatches_spec, tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = load_config(REPO / "config.yaml")
     mspec = dict(spec, method=cfg["methods"]["sift_mnn"])
-    r = run_cli("match", "--spec", json.dumps(mspec), "--features", str(feats), "--out", str(tmp_path / "m.h5"))
+    r = run_cli("match-dataset", "--spec", json.dumps(mspec), "--features", str(feats), "--out", str(tmp_path / "m.h5"))
     assert r.returncode == 0, r.stderr
     espec = dict(mspec, protocol=cfg["protocols"]["hpatches_mma"], max_keypoints=2048)
     r = run_cli("evaluate", "--spec", json.dumps(espec), "--predictions", str(tmp_path / "m.h5"),

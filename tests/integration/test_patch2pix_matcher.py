@@ -39,7 +39,7 @@ def test_match_and_evaluate(setup, method):
     m["matcher"] = dict(m["matcher"], threshold=0.0)
     spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
     out = tmp / f"{method}.h5"
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "match", "--spec", json.dumps(spec), "--weights",
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "match-dataset", "--spec", json.dumps(spec), "--weights",
                         str(tmp / "patch2pix_pretrained.pth"), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     with h5py.File(out, "r") as f:
@@ -63,7 +63,7 @@ def test_wrong_checkpoint_is_refused_with_one_line(setup):
     torch.save({"state_dict": {"extract.conv1.weight": torch.zeros(1)}}, tmp / "bad.pth")
     m = cfg["methods"]["patch2pix"]
     spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "match", "--spec", json.dumps(spec), "--weights",
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "match-dataset", "--spec", json.dumps(spec), "--weights",
                         str(tmp / "bad.pth"), "--out", str(tmp / "bad.h5")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 1 and not (tmp / "bad.h5").exists()
     line = r.stderr.strip().splitlines()[-1]
@@ -79,7 +79,7 @@ def test_patch2pix_refines_another_methods_cached_matches(setup):
     bspec = {"dataset": ds, "method": base, "features": None, "resize": base["resize"]}
     weights = str(tmp / "patch2pix_pretrained.pth")
     run = lambda spec, out, *extra: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "matchrepro", "match", "--spec", json.dumps(spec), "--weights", weights,
+        [sys.executable, "-m", "matchrepro", "match-dataset", "--spec", json.dumps(spec), "--weights", weights,
          "--out", str(out), *extra], capture_output=True, text=True, cwd=REPO)
     r = run(bspec, tmp / "base.h5")
     assert r.returncode == 0, r.stderr[-3000:]

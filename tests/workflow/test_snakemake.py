@@ -303,3 +303,23 @@ def test_sharded_evaluation_gives_identical_tables(demo_run):
         # (dtype aside: without the detector-free rows max_keypoints has no NaN and reads as int)
         pd.testing.assert_frame_equal(pd.read_csv(work / "results" / "tables" / f"{b}.csv"), df, check_dtype=False)
     assert (work / "results" / "metrics" / "sift_mnn" / "yfcc" / "pose_superglue" / "shard_2-of-3_pairs.csv").is_file()
+
+
+@pytest.mark.slow
+def test_example_notebook_runs_headless_on_the_demo_weights(demo_run, tmp_path, monkeypatch):
+    """examples/match_your_pair.ipynb, every cell, on the weights the demo trained."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    work, _ = demo_run
+    monkeypatch.setenv("MATCHREPRO_WORKDIR", str(work))
+    monkeypatch.setenv("MATCHREPRO_EXAMPLE_OUT", str(tmp_path))
+    nb = nbformat.read(REPO / "examples" / "match_your_pair.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "refined:" in text and "keypoints ->" in text
+    assert any(c.outputs and any(o.get("data", {}).get("image/png") for o in c.outputs) for c in nb.cells
+               if c.cell_type == "code")  # the match pictures were drawn
+    saved = np.load(tmp_path / "motorcycle_left-motorcycle_right.eimp_sift_demo.npz")
+    assert len(saved["matches"]) > 50
+    assert (tmp_path / "motorcycle_left-motorcycle_right.eimp_sift_demo.png").is_file()

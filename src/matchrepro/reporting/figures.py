@@ -9,7 +9,8 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "inline" not in matplotlib.get_backend():  # headless files, but keep a notebook's inline plots
+    matplotlib.use("Agg")
 import cv2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -110,9 +111,15 @@ def plot_auc_bars(results: list[dict], out_dir: Path, title: str) -> list[Path]:
     return _save(fig, out_dir, "auc_bars")
 
 
-def draw_matches(img0: np.ndarray, img1: np.ndarray, k0: np.ndarray, k1: np.ndarray, correct: np.ndarray,
+def draw_matches(img0: np.ndarray, img1: np.ndarray, k0: np.ndarray, k1: np.ndarray, colors: np.ndarray,
                  max_lines: int = 300) -> np.ndarray:
-    """Side-by-side RGB picture with match lines: green correct, red wrong."""
+    """Side-by-side RGB picture (uint8, images top-aligned) with one line per match.
+
+    Args:
+        img0, img1: (H, W, 3) RGB uint8; k0, k1: (N, 2) matched points in their pixels (x = column).
+        colors: (N, 3) RGB uint8 per match (:func:`correctness_colors`, :func:`confidence_colors`).
+        max_lines: at most this many matches are drawn (a seeded random subset).
+    """
     h = max(img0.shape[0], img1.shape[0])
     pad = lambda im: np.pad(im, ((0, h - im.shape[0]), (0, 0), (0, 0)))  # noqa: E731
     canvas = np.concatenate([pad(img0), pad(img1)], 1).copy()
@@ -121,13 +128,24 @@ def draw_matches(img0: np.ndarray, img1: np.ndarray, k0: np.ndarray, k1: np.ndar
     if len(idx) > max_lines:
         idx = np.random.default_rng(0).choice(idx, max_lines, replace=False)
     for i in idx:
-        c = (40, 200, 40) if correct[i] else (230, 40, 40)
+        c = tuple(int(v) for v in colors[i])
         p0 = tuple(int(round(v)) for v in k0[i])
         p1 = (int(round(k1[i][0])) + off, int(round(k1[i][1])))
         cv2.line(canvas, p0, p1, c, 1, cv2.LINE_AA)
         cv2.circle(canvas, p0, 2, c, -1, cv2.LINE_AA)
         cv2.circle(canvas, p1, 2, c, -1, cv2.LINE_AA)
     return canvas
+
+
+def correctness_colors(correct: np.ndarray) -> np.ndarray:
+    """(N,) bool -> (N, 3) RGB: green correct, red wrong."""
+    return np.where(np.asarray(correct, bool)[:, None], [[40, 200, 40]], [[230, 40, 40]]).astype(np.uint8)
+
+
+def confidence_colors(scores: np.ndarray, cmap: str = "RdYlGn") -> np.ndarray:
+    """(N,) match confidences in [0, 1] (clipped) -> (N, 3) RGB of ``cmap`` (red low, green high)."""
+    rgba = plt.get_cmap(cmap)(np.clip(np.asarray(scores, np.float64), 0.0, 1.0))
+    return (rgba[:, :3] * 255).round().astype(np.uint8).reshape(-1, 3)
 
 
 def match_correctness(bench, pair, d: dict, k0: np.ndarray, k1: np.ndarray, threshold_px: float = 3.0) -> np.ndarray:
@@ -156,7 +174,7 @@ def plot_match_examples(dataset_cfg: dict, predictions: dict[str, str], out_dir:
             for name, rot in ((pair.name0, pair.rot0), (pair.name1, pair.rot1)):
                 im = read_image(bench.image_dir / name)
                 imgs.append(np.ascontiguousarray(np.rot90(im, k=rot)) if rot else im)
-            pic = draw_matches(imgs[0], imgs[1], k0, k1, ok)
+            pic = draw_matches(imgs[0], imgs[1], k0, k1, correctness_colors(ok))
             fig, ax = plt.subplots(figsize=(9, 9 * pic.shape[0] / pic.shape[1] + 0.4))
             ax.imshow(pic)
             ax.axis("off")
