@@ -175,7 +175,7 @@ def tables_spec(wildcards=None):
 
 
 def train_inputs(wildcards):
-    """Pair index, dataset folder (unless local) and initial weights of a training run."""
+    """Pair index, dataset folder (unless local), initial weights and validation pairs of a run."""
     t = config["training"][wildcards.model]
     inputs = {}
     if t["data"]:
@@ -185,18 +185,33 @@ def train_inputs(wildcards):
             inputs["dataset"] = dataset_root(d)
     if t["init"]:
         inputs["init"] = weights_path(t["init"])
+    if t["validation"]:
+        inputs["val_data"] = f"resources/preprocessed/{t['validation']}/index.json"
+    f = _online_features(t)
+    if f and config["features"][f]["weights"]:
+        inputs["feature_weights"] = weights_path(config["features"][f]["weights"])
     return inputs
+
+
+def _online_features(t):
+    """The features an online-pairs run (data: an imp_pairs run) extracts while training."""
+    p = config["preprocessing"].get(t["data"]) if t["data"] else None
+    return p["params"].get("features") if p and p["kind"] == "imp_pairs" else None
 
 
 TRAIN_CODE = {
     "toy": ["training/toy.py"],
     "ncnet": ["training/patch2pix_task.py", "training/ncnet_supervision.py", "training/patch2pix_losses.py",
+              "training/validation.py", "evaluation/metrics.py",
               "models/patch2pix.py", "models/resnet.py", "models/conv4d.py", "models/checkpoints.py",
               "datasets/patch2pix_training.py", "datasets/megadepth.py", "preprocessing/patch2pix_pairs.py",
               "geometry/depth_warp.py"],
 }
 TRAIN_CODE["patch2pix"] = TRAIN_CODE["ncnet"]
 TRAIN_CODE["imp"] = TRAIN_CODE["eimp"] = ["training/imp_task.py", "training/imp_losses.py", "models/imp.py",
+                                          "training/validation.py", "evaluation/metrics.py",
+                                          "evaluation/pose_superglue.py", "datasets/imp_online.py",
+                                          "datasets/augment.py", "preprocessing/imp_dump.py", "features",
                                           "models/checkpoints.py", "datasets/imp_training.py"]
 
 
@@ -208,13 +223,17 @@ def train_code(wildcards):
 
 def train_spec(wildcards):
     t = config["training"][wildcards.model]
-    return spec(training=t, dataset=dataset_spec(_prep_dataset(t["data"])) if t["data"] else None)
+    f = _online_features(t)
+    blocks = {"features": config["features"][f]} if f else {}
+    return spec(training=t, dataset=dataset_spec(_prep_dataset(t["data"])) if t["data"] else None, **blocks)
 
 
 def train_args(wildcards, input):
     """``--data`` and ``--init`` arguments of the train command, where the run has them."""
     args = [f"--data {input.data}" if "data" in input.keys() else ""]
     args.append(f"--init {input.init}" if "init" in input.keys() else "")
+    args.append(f"--val-data {input.val_data}" if "val_data" in input.keys() else "")
+    args.append(f"--feature-weights {input.feature_weights}" if "feature_weights" in input.keys() else "")
     return " ".join(a for a in args if a)
 
 
@@ -270,7 +289,7 @@ def preprocess_scene_outputs(wildcards):
         else:
             root = d["root"]
         scenes = scene_ids(root, p["params"].get("exclude_scenes", []))
-    ext = "npz" if p["kind"] == "patch2pix_pairs" else "h5"
+    ext = "h5" if p["kind"] == "imp_dump" else "npz"
     return [f"resources/preprocessed/{wildcards.prep}/{s}.{ext}" for s in scenes]
 
 

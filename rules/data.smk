@@ -79,6 +79,30 @@ rule patch2pix_pairs_scene:
         " --out {output} > {log} 2>&1"
 
 
+rule imp_pairs_scene:
+    input:
+        unpack(preprocess_inputs),
+        code=code("preprocessing/imp_pairs.py", "datasets/megadepth.py"),
+    output:
+        "resources/preprocessed/{prep}/{scene}.npz",
+    log:
+        "logs/preprocess/{prep}/{scene}.log",
+    benchmark:
+        "results/runtime/preprocess/{prep}/{scene}.tsv"
+    wildcard_constraints:
+        prep=_kind("imp_pairs"),
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        spec=preprocess_spec,
+    shell:
+        "python -m matchrepro preprocess --spec {params.spec:q} --scene {wildcards.scene}"
+        " --out {output} > {log} 2>&1"
+
+
 rule imp_dump_scene:
     input:
         unpack(preprocess_inputs),

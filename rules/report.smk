@@ -33,6 +33,7 @@ rule figures:
 rule training_curves:
     input:
         logs=lambda w: [f"results/training/{t}/loss.csv" for t in trained_runs()],
+        val=lambda w: [f"results/training/{t}/validation.csv" for t in trained_runs()],
         code=code("reporting/figures.py"),
     output:
         report(
@@ -50,7 +51,7 @@ rule training_curves:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python -m matchrepro training-curves --logs {input.logs} --out {output} > {log} 2>&1"
+        "python -m matchrepro training-curves --logs {input.logs} --validation {input.val} --out {output} > {log} 2>&1"
 
 
 rule provenance:

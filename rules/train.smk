@@ -8,6 +8,7 @@ rule train_model:
     output:
         weights="results/training/{model}/model_best.pth",
         loss="results/training/{model}/loss.csv",
+        val="results/training/{model}/validation.csv",
     log:
         "logs/train_model/{model}.log",
     benchmark:
@@ -24,4 +25,4 @@ rule train_model:
         args=train_args,
     shell:
         "python -m matchrepro train --spec {params.spec:q} --out {output.weights} --loss-out {output.loss}"
-        " --threads {threads} {params.args} > {log} 2>&1"
+        " --val-out {output.val} --threads {threads} {params.args} > {log} 2>&1"

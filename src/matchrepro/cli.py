@@ -153,6 +153,10 @@ def cmd_preprocess(a) -> None:
         from matchrepro.preprocessing import imp_dump
 
         n = imp_dump.run(ds["root"], info, spec["features"], prep["params"], a.out, a.weights)
+    elif prep["kind"] == "imp_pairs":
+        from matchrepro.preprocessing import imp_pairs
+
+        n = imp_pairs.run(info, prep["params"], a.out)
     else:  # the schema's enum makes this unreachable
         raise MatchReproError(f"preprocessing.{prep['name']}.kind: unknown kind {prep['kind']!r}")
     print(f"{prep['name']} {a.scene}: {n} pairs -> {a.out}")
@@ -177,10 +181,10 @@ def cmd_figures(a) -> None:
 
 def cmd_training_curves(a) -> None:
     from matchrepro.io import atomic_dir
-    from matchrepro.reporting.figures import plot_training_curves
+    from matchrepro.reporting.figures import plot_training_curves, plot_validation_curves
 
     with atomic_dir(a.out) as tmp:
-        for p in plot_training_curves(a.logs, tmp):
+        for p in plot_training_curves(a.logs, tmp) + plot_validation_curves(a.validation or [], tmp):
             print(Path(a.out) / p.name)
 
 
@@ -214,17 +218,22 @@ def cmd_train(a) -> None:
                "-m", "matchrepro", "train", "--spec", a.spec, "--out", a.out]
         cmd += (["--data", a.data] if a.data else []) + (["--init", a.init] if a.init else [])
         cmd += ["--loss-out", a.loss_out] if a.loss_out else []
+        cmd += (["--val-data", a.val_data] if a.val_data else []) + (["--val-out", a.val_out] if a.val_out else [])
+        cmd += ["--feature-weights", a.feature_weights] if a.feature_weights else []
         cmd += ["--threads", str(max(1, a.threads // procs))] if a.threads else []
         raise SystemExit(subprocess.run(cmd).returncode)
     from matchrepro.training.loop import Interrupted, run_fingerprint, train
 
     _set_threads(a.threads)
     out = Path(a.out)
-    task = _training_task(t, spec.get("dataset"), a.data, a.init)
+    task = _training_task(t, spec.get("dataset"), a.data, a.init, a.val_data, spec.get("features"), a.feature_weights)
     try:
         # the task's settings with its defaults filled in: a changed default also starts over
         settings = {**t["params"], **getattr(task, "p", {})}
-        res = train(task, t["params"], out.parent, run_fingerprint(t["model"], settings, spec.get("dataset"), a.data, a.init))
+        fp = run_fingerprint(t["model"], settings, spec.get("dataset"), a.data, a.init)
+        if a.val_data:  # a validation split changes which weights are kept, so it is part of the run
+            fp = run_fingerprint(t["model"], {"fp": fp, "validation": a.val_data}, None, None, None)
+        res = train(task, t["params"], out.parent, fp)
     except Interrupted:
         raise SystemExit(130)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -233,33 +242,46 @@ def cmd_train(a) -> None:
         if a.loss_out:  # the whole loss history, resumed parts included, as a declared output
             with atomic_path(Path(a.loss_out)) as tmp:
                 shutil.copyfile(out.parent / "log.csv", tmp)
+        if a.val_out:  # the validation rows (header only without a validation split)
+            src = out.parent / "validation.csv"
+            with atomic_path(Path(a.val_out)) as tmp:
+                if res.get("best") is not None and src.exists():
+                    shutil.copyfile(src, tmp)
+                else:
+                    Path(tmp).write_text("step\n")
+        kept = "best.pth" if res.get("best") is not None else "final.pth"
+        if kept == "best.pth":
+            b = res["best"]
+            print(f"kept best.pth: {b['metric']} = {b['value']:.4g} at step {b['step']}", flush=True)
         with atomic_path(out) as tmp:
-            shutil.copyfile(out.parent / "final.pth", tmp)
+            shutil.copyfile(out.parent / kept, tmp)
         if getattr(task, "skipped", 0):
             res["skipped_pairs"] = task.skipped
         print(json.dumps(res), flush=True)
 
 
-def _training_task(t: dict, dataset: dict | None, data: str | None, init: str | None):
+def _training_task(t: dict, dataset: dict | None, data: str | None, init: str | None, val_data: str | None = None,
+                   features: dict | None = None, feature_weights: str | None = None):
     """The task object of a training block (see matchrepro.training.loop)."""
     if t["model"] == "toy":
         from matchrepro.training.toy import ToyTask
 
-        return ToyTask()
+        return ToyTask(val_samples=int(t["params"].get("val_samples", 0)))
     if t["model"] in ("ncnet", "patch2pix"):
         from matchrepro.training.patch2pix_task import TASKS
 
         if not data or not dataset:
             raise ConfigError(f"training.{t['name']}.data: the {t['model']} model trains on a patch2pix_pairs "
                               "preprocessing run; name one")
-        return TASKS[t["model"]](t["name"], t["params"], data, dataset["root"], init)
+        return TASKS[t["model"]](t["name"], t["params"], data, dataset["root"], init, val_data)
     if t["model"] in ("imp", "eimp"):
         from matchrepro.training.imp_task import IMPTask
 
         if not data:
             raise ConfigError(f"training.{t['name']}.data: the {t['model']} model trains on an imp_dump "
                               "preprocessing run; name one")
-        return IMPTask(t["name"], t["model"], t["params"], data, init)
+        return IMPTask(t["name"], t["model"], t["params"], data, init, val_data,
+                       dataset_root=(dataset or {}).get("root"), features=features, feature_weights=feature_weights)
     raise NotYetAvailableError(f"training the {t['model']} model is not implemented in this version")
 
 
@@ -334,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s = verb("training-curves", cmd_training_curves, "loss curves of training runs (log.csv files)")
     s.add_argument("--logs", nargs="+", required=True, help="per-step loss logs; the run is named by their folder")
+    s.add_argument("--validation", nargs="*", default=[], help="validation logs (validation.csv) of the same runs")
     s.add_argument("--out", required=True)
     s = verb("provenance", cmd_provenance, "versions, config and git commit of this run (HTML + JSON)")
     s.add_argument("--spec", required=True)
@@ -348,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="index.json of the preprocessed training pairs")
     s.add_argument("--init", help="initial weights (.pth)")
     s.add_argument("--loss-out", help="copy the per-step loss log (log.csv) here when training ends")
+    s.add_argument("--val-data", help="index.json of the validation pairs (held-out scenes)")
+    s.add_argument("--val-out", help="copy the validation log (validation.csv) here when training ends")
+    s.add_argument("--feature-weights", help="detector weights for online IMP pairs (SuperPoint)")
     s.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's choice)")
     s = verb("check-config", cmd_check_config, "validate a config file")
     s.add_argument("config")

@@ -117,15 +117,32 @@ def _check_references(config: dict, source: str) -> None:
     for name, t in config["training"].items():
         if t["model"] != "toy" and t["data"] not in config["preprocessing"]:
             raise ConfigError(f"{source}: training.{name}.data: unknown preprocessing run '{t['data']}'")
+        wants = {"imp": ("imp_dump", "imp_pairs"), "eimp": ("imp_dump", "imp_pairs"),
+                 "patch2pix": ("patch2pix_pairs",), "ncnet": ("patch2pix_pairs",)}.get(t["model"])
+        if wants and config["preprocessing"][t["data"]]["kind"] not in wants:
+            raise ConfigError(f"{source}: training.{name}.data: the {t['model']} model trains on "
+                              f"{' or '.join(wants)} runs, '{t['data']}' is "
+                              f"{config['preprocessing'][t['data']]['kind']}")
         if t["init"] is not None and t["init"] not in config["weights"] and t["init"] not in config["training"]:
             raise ConfigError(f"{source}: training.{name}.init: unknown weights '{t['init']}'")
+        v = t.get("validation")
+        if v is not None:
+            if v not in config["preprocessing"]:
+                raise ConfigError(f"{source}: training.{name}.validation: unknown preprocessing run '{v}'")
+            val_kind = {"imp": "imp_dump", "eimp": "imp_dump"}.get(t["model"], "patch2pix_pairs")
+            if t["model"] == "toy" or config["preprocessing"][v]["kind"] != val_kind:
+                raise ConfigError(f"{source}: training.{name}.validation: the {t['model']} model validates on a "
+                                  f"{val_kind} run, '{v}' is {config['preprocessing'][v]['kind']}")
+            if v == t["data"]:
+                raise ConfigError(f"{source}: training.{name}.validation: the validation split must not be the "
+                                  "training data")
     for name, p in config["preprocessing"].items():
         if p["dataset"] not in config["datasets"]:
             raise ConfigError(f"{source}: preprocessing.{name}.dataset: unknown dataset '{p['dataset']}'")
         if config["datasets"][p["dataset"]]["format"] != "megadepth_d2net":
             raise ConfigError(f"{source}: preprocessing.{name}.dataset: '{p['dataset']}' is not a MegaDepth dataset")
         f = p["params"].get("features")
-        if p["kind"] == "imp_dump" and f not in config["features"]:
+        if p["kind"] in ("imp_dump", "imp_pairs") and f not in config["features"]:
             raise ConfigError(f"{source}: preprocessing.{name}.params.features: unknown features '{f}'")
     for name, d in config["datasets"].items():
         needs = {"superglue_pairs": ["pairs_file"], "calibrated_pairs": ["pairs_file"],

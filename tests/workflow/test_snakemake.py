@@ -173,6 +173,44 @@ def test_demo_trains_and_evaluates_ncnet_and_patch2pix(demo_run):
 
 
 @pytest.mark.slow
+def test_demo_validates_and_keeps_the_best_checkpoint(demo_run):
+    """Every demo training run validates on held-out scenes; model_best.pth (what the matchers
+    load) is the checkpoint of the best validation step by the declared criterion, the curves are
+    in the report's training figures."""
+    import torch
+
+    work, _ = demo_run
+    runs = {"ncnet_demo": ("pose_rate", max, [50, 100, 150, 200]), "patch2pix_demo": ("pose_rate", max, [50, 100, 150]),
+            "imp_sift_demo": ("auc@10", max, [50, 100, 150, 200]), "eimp_sift_demo": ("auc@10", max, [20, 40])}
+    for run, (metric, pick, steps) in runs.items():
+        val = pd.read_csv(work / "results" / "training" / run / "validation.csv")
+        assert val.step.tolist() == steps, run
+        best = pick(val[metric])
+        first_best_step = int(val[val[metric] == best].step.iloc[0])  # ties keep the earlier step
+        assert torch.load(work / "results" / "training" / run / "model_best.pth", weights_only=False)["step"] == \
+            first_best_step, (run, val)
+        assert f"validation at step {steps[0]}: {metric}" in (work / "logs" / "train_model" / f"{run}.log").read_text()
+    assert (work / "results" / "figures" / "training" / "validation_curves.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_online_imp_training_runs_in_the_demo(demo_run):
+    """IMP on online pairs with photometric and perspective augmentations, end to end through
+    the workflow (pair lists -> training with validation -> weights)."""
+    work, _ = demo_run
+    snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2",
+              "results/training/imp_sift_online_demo/model_best.pth")
+    out = work / "results" / "training" / "imp_sift_online_demo"
+    log = pd.read_csv(out / "loss.csv")
+    assert log.step.tolist() == list(range(1, 31)) and np.isfinite(log.loss).all()
+    assert pd.read_csv(out / "validation.csv").step.tolist() == [15, 30]
+    text = (work / "logs" / "train_model" / "imp_sift_online_demo.log").read_text()
+    assert "kept best.pth" in text
+    lists = sorted((work / "resources" / "preprocessed" / "imp_pairs_sift").glob("*.npz"))
+    assert [f.stem for f in lists] == ["9000", "9001", "9002"]  # 9003 validates
+
+
+@pytest.mark.slow
 def test_second_run_has_nothing_to_do(demo_run):
     work, _ = demo_run
     r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", "results/tables")

@@ -27,6 +27,42 @@ from matchrepro.io import image_key
 from matchrepro.models.imp import normalize_keypoints
 
 
+def select_keypoints(n0: int, n1: int, m: np.ndarray, K: int, lo: int, hi: int):
+    """The released per-pair selection (imp.md §3.3) from ``n0``/``n1`` keypoints with GT
+    matches ``m`` (M, 2): returns ``ids0``, ``ids1`` (K,) keypoint indices in the sample's
+    (shuffled) order and ``gt0``/``gt1`` (K,) the partner position in the other image or -1.
+    Draws from torch's global generator."""
+    un0 = np.setdiff1d(np.arange(n0), m[:, 0])
+    un1 = np.setdiff1d(np.arange(n1), m[:, 1])
+    n_in = int(torch.randint(lo, hi + 1, ()).item())
+    n = min(n_in, len(m))
+    n = max(n, K - min(len(un0), len(un1)))
+    n = min(n, len(m), K)
+    sel = m[torch.randperm(len(m))[:n].numpy()]
+    f0 = un0[torch.randperm(len(un0))[: K - n].numpy()]
+    f1 = un1[torch.randperm(len(un1))[: K - n].numpy()]
+    ids0 = np.concatenate([sel[:, 0], f0])
+    ids1 = np.concatenate([sel[:, 1], f1])
+    o0 = torch.randperm(K).numpy()
+    o1 = torch.randperm(K).numpy()
+    ids0, ids1 = ids0[o0], ids1[o1]
+    # GT partner positions after shuffling: match j sits at pos0 = inv(o0)[j], pos1 = inv(o1)[j]
+    inv0, inv1 = np.argsort(o0), np.argsort(o1)
+    gt0 = np.full(K, -1, np.int64)
+    gt1 = np.full(K, -1, np.int64)
+    gt0[inv0[:n]] = inv1[:n]
+    gt1[inv1[:n]] = inv0[:n]
+    return ids0, ids1, gt0, gt1
+
+
+def collate(items: list[dict], shift: float) -> dict:
+    """Stack samples into batch tensors and add the released training normalisation."""
+    out = {k: torch.as_tensor(np.stack([it[k] for it in items])) for k in items[0]}
+    for k in (0, 1):
+        out[f"norm_keypoints{k}"] = normalize_keypoints(out[f"keypoints{k}"], out[f"image_size{k}"], shift)
+    return out
+
+
 class IMPPairs:
     def __init__(self, index: str | Path, num_keypoints: int = 1024, inliers_range=(32, 512),
                  pairs_per_scene: int = 80, keypoint_shift: float = 0.5, seed: int = 0):
@@ -93,32 +129,15 @@ class IMPPairs:
                        if len(s) > self.pairs_per_scene else s)
         return torch.as_tensor(rng.permutation(np.asarray(out, np.int64)))
 
+    def scenes(self) -> set[str]:
+        return {n.split("/")[0] for n in self.images}
+
     def sample(self, i: int) -> dict:
         """One pair with K keypoints per image (see the module docstring)."""
         p = self.pairs[i]
         a, b = self.images[p["name0"]], self.images[p["name1"]]
-        m = p["matches"]
-        K = self.K
-        un0 = np.setdiff1d(np.arange(len(a["keypoints"])), m[:, 0])
-        un1 = np.setdiff1d(np.arange(len(b["keypoints"])), m[:, 1])
-        n_in = int(torch.randint(self.lo, self.hi + 1, ()).item())
-        n = min(n_in, len(m))
-        n = max(n, K - min(len(un0), len(un1)))
-        n = min(n, len(m), K)
-        sel = m[torch.randperm(len(m))[:n].numpy()]
-        f0 = un0[torch.randperm(len(un0))[: K - n].numpy()]
-        f1 = un1[torch.randperm(len(un1))[: K - n].numpy()]
-        ids0 = np.concatenate([sel[:, 0], f0])
-        ids1 = np.concatenate([sel[:, 1], f1])
-        o0 = torch.randperm(K).numpy()
-        o1 = torch.randperm(K).numpy()
-        ids0, ids1 = ids0[o0], ids1[o1]
-        # GT partner positions after shuffling: match j sits at pos0 = inv(o0)[j], pos1 = inv(o1)[j]
-        inv0, inv1 = np.argsort(o0), np.argsort(o1)
-        gt0 = np.full(K, -1, np.int64)
-        gt1 = np.full(K, -1, np.int64)
-        gt0[inv0[:n]] = inv1[:n]
-        gt1[inv1[:n]] = inv0[:n]
+        ids0, ids1, gt0, gt1 = select_keypoints(len(a["keypoints"]), len(b["keypoints"]), p["matches"], self.K,
+                                                self.lo, self.hi)
         out = {"gt0": gt0, "gt1": gt1, "K0": p["K0"], "K1": p["K1"], "T_0to1": p["T_0to1"]}
         for k, (img, ids) in enumerate(((a, ids0), (b, ids1))):
             out[f"keypoints{k}"] = img["keypoints"][ids]
@@ -128,8 +147,4 @@ class IMPPairs:
         return out
 
     def batch(self, idx) -> dict:
-        items = [self.sample(int(i)) for i in idx]
-        out = {k: torch.as_tensor(np.stack([it[k] for it in items])) for k in items[0]}
-        for k in (0, 1):
-            out[f"norm_keypoints{k}"] = normalize_keypoints(out[f"keypoints{k}"], out[f"image_size{k}"], self.shift)
-        return out
+        return collate([self.sample(int(i)) for i in idx], self.shift)

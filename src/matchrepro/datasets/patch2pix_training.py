@@ -10,9 +10,10 @@ The pairs come from the ``patch2pix_pairs`` preprocessing (one ``.npz`` per scen
 3. resizes both images to ``image_size`` = (W, H) (480 x 320 as released; bilinear) and
    ImageNet-normalises them.
 
-With ``depth=True`` (the demo's supervised coarse stage) it also returns both depth maps,
-cropped and resized the same way (nearest neighbour), the scaled K and the relative pose
-``T_1to2`` (world-to-camera convention: ``X_cam2 = R X_cam1 + t``). Depth paths come from the
+Every sample also carries the scaled ``K1``/``K2`` and the relative pose ``T_1to2``
+(world-to-camera convention: ``X_cam2 = R X_cam1 + t``), which validation uses. With
+``depth=True`` (the demo's supervised coarse stage) it also returns both depth maps, cropped and
+resized the same way (nearest neighbour). Depth paths come from the
 scene's ``scene_info`` file. The released loader's unused negative image is not loaded.
 """
 
@@ -47,7 +48,7 @@ class Patch2PixPairs:
         index_file: ``index.json`` of a ``patch2pix_pairs`` preprocessing run.
         root: MegaDepth root (holding ``Undistorted_SfM/`` and ``scene_info/``).
         image_size: (W, H) of the training frame, multiples of 16.
-        depth: also return depth maps, intrinsics and the relative pose.
+        depth: also return the depth maps.
     """
 
     def __init__(self, index_file: str | Path, root: str | Path, image_size=(480, 320), depth: bool = False):
@@ -104,15 +105,27 @@ class Patch2PixPairs:
         b = self._load(str(p["im2"]), p["crop2"], p["K2"])
         F = fundamental(a["K"], b["K"], p["R"], p["t"])
         F = F / np.linalg.norm(F)
-        item = {"im1": a["image"], "im2": b["image"], "F": torch.from_numpy(F.astype(np.float32))}
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = p["R"], p["t"]
+        item = {"im1": a["image"], "im2": b["image"], "F": torch.from_numpy(F.astype(np.float32)),
+                "K1": torch.from_numpy(a["K"].astype(np.float32)), "K2": torch.from_numpy(b["K"].astype(np.float32)),
+                "T_1to2": torch.from_numpy(T.astype(np.float32))}
         if self.depth:
-            T = np.eye(4)
-            T[:3, :3], T[:3, 3] = p["R"], p["t"]
-            item |= {"depth1": torch.from_numpy(a["depth"]), "depth2": torch.from_numpy(b["depth"]),
-                     "K1": torch.from_numpy(a["K"].astype(np.float32)),
-                     "K2": torch.from_numpy(b["K"].astype(np.float32)),
-                     "T_1to2": torch.from_numpy(T.astype(np.float32))}
+            item |= {"depth1": torch.from_numpy(a["depth"]), "depth2": torch.from_numpy(b["depth"])}
         return item
+
+    def scenes(self) -> set[str]:
+        return {p["scene"] for p in self.pairs}
+
+    def first_per_scene(self, n: int) -> list[int]:
+        """Indices of the first ``n`` pairs of each scene (a fixed validation subset)."""
+        seen: dict[str, int] = {}
+        out = []
+        for i, p in enumerate(self.pairs):
+            if seen.get(p["scene"], 0) < n:
+                seen[p["scene"]] = seen.get(p["scene"], 0) + 1
+                out.append(i)
+        return out
 
     def batch(self, idx) -> dict[str, torch.Tensor]:
         items = [self[int(i)] for i in idx]

@@ -45,9 +45,11 @@ DEFAULTS = {
 
 
 def _lift(kpts: np.ndarray, depth: np.ndarray, K: np.ndarray, shift: float) -> np.ndarray:
+    """3-D camera points of pixels with z-depth; K may be any invertible 3x3 (a warped view's
+    ``S H S⁻¹ K`` too), so rays are scaled to z = 1 before the depth is applied."""
     xy = kpts.astype(np.float64) + shift
     rays = np.concatenate([xy, np.ones((len(xy), 1))], 1) @ np.linalg.inv(K).T
-    return rays * depth[:, None]
+    return rays / rays[:, 2:3] * depth[:, None]
 
 
 def _project(X: np.ndarray, K: np.ndarray, shift: float) -> tuple[np.ndarray, np.ndarray]:

@@ -231,3 +231,43 @@ def plot_training_curves(logs: list[str | Path], out_dir: str | Path, window: in
         ax2.grid(False)
         ax.legend(loc="upper right", fontsize=7)
     return _save(fig, out_dir, "loss_curves")
+
+
+VALIDATION_SKIP = {"step", "epoch", "best", "matches", "mean_error", "median_error", "max_error"}
+
+
+def plot_validation_curves(logs: list[str | Path], out_dir: str | Path) -> list[Path]:
+    """One panel per training run with validation rows (``validation.csv``: step, epoch, the
+    metrics, best = 1 where the kept checkpoint improved): the rate-like metrics in % (fractions
+    × 100; AUCs already are), the improving steps starred and the kept step (the last one)
+    named in the title. Runs without validation (header-only files) are left out."""
+    runs = []
+    for log in logs:
+        try:
+            df = pd.read_csv(log)
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{log}: cannot read the validation log ({e})") from None
+        if len(df):
+            if not {"step", "best"} <= set(df.columns):
+                raise DatasetError(f"{log}: not a validation log (columns step, best expected)")
+            runs.append((Path(log).parent.name, df))
+    if not runs:
+        return []
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.4 * len(runs), 3.4), squeeze=False, layout="constrained")
+    for ax, (name, df) in zip(axes[0], runs):
+        cols = [c for c in df.columns if c not in VALIDATION_SKIP and not c.startswith("pass@")
+                or c in ("pass@1", "pass@5", "pass@10")]
+        for c in cols:
+            v = df[c].astype(float)
+            scale = 100.0 if v.abs().max() <= 1.0 and not c.startswith("auc") and c != "mse" else 1.0
+            ax.plot(df.step, v * scale, marker=".", lw=1.2, label=c + (" (%)" if scale == 100 else ""))
+        kept = df[df.best == 1]
+        if len(kept):
+            k = int(kept.step.iloc[-1])
+            ax.axvline(k, color="k", lw=0.8, ls=":")
+            ax.set_title(f"{name}: kept step {k} (dotted)", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation metric")
+        ax.legend(fontsize=7)
+    return _save(fig, out_dir, "validation_curves")

@@ -15,14 +15,18 @@ the model; the state dict has the official layout.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from matchrepro.datasets.imp_online import IMPOnlinePairs
 from matchrepro.datasets.imp_training import IMPPairs
+from matchrepro.evaluation.pose_superglue import estimate_relative_pose_magsac, pose_errors
 from matchrepro.errors import ConfigError
 from matchrepro.models.checkpoints import extract_state_dict, load_checkpoint, load_state_dict_strict
 from matchrepro.models.imp import IMP, NUM_ITERATIONS
-from matchrepro.training import imp_losses
+from matchrepro.training import imp_losses, validation
 from matchrepro.training.loop import check_params
 
 IMP_DEFAULTS = {
@@ -30,6 +34,11 @@ IMP_DEFAULTS = {
     "pool_confidence": 0.1, "pool_min_tokens": 256, "dual_softmax": False,
     "pose_loss": False, "pose_loss_weight": 1.0, "pose_match_threshold": 0.2,
     "init_mode": "released", "identity_temperature": 0.05, "identity_bin_cosine": 0.7,
+    # validation: the first val_pairs pairs per validation scene, sampled as in training with a fixed
+    # seed; matches at p = val_threshold; pose by MAGSAC at val_ransac_px (IMP's protocol solver)
+    "val_pairs": 150, "val_threshold": 0.2, "val_ransac_px": 1.0,
+    # online pairs (data: an imp_pairs run): augmentation strengths in [0, 1] and the GT radius
+    "augment_photometric": 0.0, "augment_perspective": 0.0, "max_error_px": 5.0,
 }
 INIT_MODES = ("released", "identity")
 
@@ -54,16 +63,74 @@ def identity_init(model: IMP, temperature: float, bin_cosine: float) -> None:
             proj.bias.zero_()
 
 
+def _index_kind(index) -> str | None:
+    """The preprocessing kind an index.json was made by (None for a hand-written index)."""
+    import json
+
+    try:
+        return json.loads(Path(index).read_text()).get("preprocessing", {}).get("kind")
+    except (OSError, ValueError):
+        return None
+
+
 class IMPTask:
-    def __init__(self, name: str, variant: str, params: dict, data_index, init=None):
+    val_metrics = validation.IMP_METRICS
+    val_criterion = "auc@10"
+
+    def __init__(self, name: str, variant: str, params: dict, data_index, init=None, val_index=None,
+                 dataset_root=None, features: dict | None = None, feature_weights=None):
         self.name, self.variant = name, variant
         self.p = check_params(name, params, IMP_DEFAULTS)
         lo, hi = self.p["inliers_range"]
         if not 0 <= lo <= hi:
             raise ConfigError(f"training.{name}.params.inliers_range must be [lo, hi] with 0 <= lo <= hi, got {[lo, hi]}")
-        self.data = IMPPairs(data_index, self.p["num_keypoints"], (lo, hi), self.p["pairs_per_scene"],
-                             self.p["keypoint_shift"], seed=int(params.get("seed", 0)))
+        self.online = _index_kind(data_index) == "imp_pairs"
+        if self.online:  # pairs, features and GT made while training (datasets/imp_online.py)
+            if dataset_root is None:
+                raise ConfigError(f"training.{name}.data: online IMP pairs need the MegaDepth dataset")
+            self.data = IMPOnlinePairs(data_index, dataset_root, features, feature_weights, self.p["num_keypoints"],
+                                       (lo, hi), self.p["pairs_per_scene"], self.p["keypoint_shift"],
+                                       seed=int(params.get("seed", 0)), photometric=self.p["augment_photometric"],
+                                       perspective=self.p["augment_perspective"], max_error_px=self.p["max_error_px"])
+        else:
+            for k in ("augment_photometric", "augment_perspective"):
+                if self.p[k]:
+                    raise ConfigError(f"training.{name}.params.{k}: augmentations need online pairs "
+                                      "(data: an imp_pairs preprocessing run)")
+            self.data = IMPPairs(data_index, self.p["num_keypoints"], (lo, hi), self.p["pairs_per_scene"],
+                                 self.p["keypoint_shift"], seed=int(params.get("seed", 0)))
         self.init = init
+        self.val = None
+        if val_index is not None:
+            self.val = IMPPairs(val_index, self.p["num_keypoints"], (lo, hi), self.p["pairs_per_scene"],
+                                self.p["keypoint_shift"], seed=0)
+            shared = self.val.scenes() & self.data.scenes()
+            if shared:
+                raise ConfigError(f"training.{name}.validation: scenes {sorted(shared)} are also training scenes")
+        self.has_validation = self.val is not None
+
+    def validate(self, model) -> dict:
+        """Matching precision / recall against the dump's GT matches and pose AUC (%) on the
+        validation pairs (the same sampling as training, seed 0: the loop restores the RNG)."""
+        torch.manual_seed(0)
+        dev = next(model.parameters()).device
+        pred, gt, errors = [], [], []
+        for scene in self.val.scene_pairs:
+            for i in scene[: int(self.p["val_pairs"])]:
+                b = {k: v.to(dev) for k, v in self.val.batch([i]).items()}
+                data = {f"{k}{j}": b[f"{src}{j}"] for j in (0, 1) for k, src in
+                        (("keypoints", "norm_keypoints"), ("scores", "scores"), ("descriptors", "descriptors"))}
+                m0 = model.match(data, float(self.p["val_threshold"]))["matches0"].cpu().numpy()
+                gt0 = b["gt0"][0].cpu().numpy()
+                i0 = np.flatnonzero(m0 >= 0)
+                j0 = np.flatnonzero(gt0 >= 0)
+                pred.append(np.stack([i0, m0[i0]], 1))
+                gt.append(np.stack([j0, gt0[j0]], 1))
+                k0, k1 = b["keypoints0"][0].cpu().numpy(), b["keypoints1"][0].cpu().numpy()
+                est = estimate_relative_pose_magsac(k0[i0], k1[m0[i0]], b["K0"][0].cpu().numpy(),
+                                                    b["K1"][0].cpu().numpy(), float(self.p["val_ransac_px"]))
+                errors.append(pose_errors(est, b["T_0to1"][0].cpu().numpy().astype(np.float64))[2])
+        return validation.matching_summary(pred, gt, errors)
 
     def build_model(self) -> IMP:
         model = IMP(self.data.dim, pooling="mask" if self.variant == "eimp" else None,

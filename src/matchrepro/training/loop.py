@@ -20,6 +20,12 @@ restarted run resumes from ``last.pth`` at the saved step (the same epoch permut
 batch, torch's random state as saved, so a resumed CPU run ends equal to an uninterrupted one).
 ``lr_schedule: exponential`` replaces the MultiStepLR by IMP's per-step decay (:func:`_scheduler`);
 a task with ``epoch_indices(epoch)`` chooses each epoch's sample order itself.
+Validation (a task with ``has_validation``: a held-out split): every ``validate_every`` steps
+(default ``checkpoint_every``) and at the last step, rank 0 calls ``task.validate(model)`` (eval
+mode, no gradient, torch's random state restored afterwards so training draws are unchanged),
+appends the metrics to ``validation.csv`` and saves ``best.pth`` when ``val_criterion`` (default
+the task's ``val_criterion``; its direction from ``task.val_metrics``) improves. The best so
+far travels in ``last.pth``, so a resumed run keeps comparing against it.
 ``amp`` (``bf16`` or ``fp16``, CUDA only; ignored on the CPU) runs the task's loss under
 autocast, fp16 with a gradient scaler. A NaN/Inf loss, or ``None`` from the task (nothing to
 learn from in this batch), skips the step and is logged as ``nan``. ``log.csv`` gets one row per
@@ -61,12 +67,15 @@ DEFAULTS = {
     "lr_decay_start": 200000,
     "lr_decay_rate": 0.999992,
     "lr_min": 1e-6,
+    "validate_every": None,
+    "val_criterion": None,
 }
 LR_SCHEDULES = ("multistep", "exponential")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings that say how long and where a run trains, not what it learns (see run_fingerprint).
 CLUSTER_KEYS = {"gpus", "processes", "threads", "mem_mb", "runtime"}
-RUN_LENGTH_KEYS = {"steps", "epochs", "checkpoint_every", "keep_epoch_checkpoints", "device", "amp"}
+RUN_LENGTH_KEYS = {"steps", "epochs", "checkpoint_every", "keep_epoch_checkpoints", "device", "amp",
+                   "validate_every", "val_criterion"}
 
 
 def run_fingerprint(model: str, params: dict, dataset: dict | None, data: str | None, init: str | None) -> str:
@@ -118,6 +127,8 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
     opt = torch.optim.Adam(model.parameters(), lr=c["lr"])
     sched = _scheduler(opt, c)
     per_step_schedule = c["lr_schedule"] == "exponential"
+    val = _validation_settings(task, c)
+    best = None  # {"step", "metric", "value"} of best.pth
     step, resumed_from = 0, None
     last = out_dir / "last.pth"
     ck = load_checkpoint(last, map_location=info.device) if last.is_file() else None
@@ -127,8 +138,9 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
         if info.is_main:
             print(f"{last} was saved by a different configuration: starting over", flush=True)
             last.replace(out_dir / "last.stale.pth")
-            if (out_dir / "log.csv").exists():
-                (out_dir / "log.csv").replace(out_dir / "log.stale.csv")
+            for name in ("log", "validation"):
+                if (out_dir / f"{name}.csv").exists():
+                    (out_dir / f"{name}.csv").replace(out_dir / f"{name}.stale.csv")
         barrier(info)
     if ck is not None:
         model.load_state_dict(ck["model"])
@@ -141,6 +153,7 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
             if info.device.type == "cuda" and ck["rng"].get("cuda") is not None:
                 torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), info.device)
         step = resumed_from = int(ck["step"])
+        best = ck.get("best")
     net = DDP(model) if info.enabled else model
     n = task.num_samples()
     steps_per_epoch = max(1, n // c["batch_size"])
@@ -158,7 +171,7 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
         rng = {"torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(info.device) if info.device.type == "cuda" else None}
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "step": step, "config": c, "seed": c["seed"], "rng": rng, "scaler": scaler.state_dict(), "fingerprint": fingerprint, **extras}
+                "step": step, "config": c, "seed": c["seed"], "rng": rng, "scaler": scaler.state_dict(), "fingerprint": fingerprint, "best": best, **extras}
 
     log_f = None
     if info.is_main:
@@ -204,6 +217,20 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
                 writer.writerow([step, epoch, f"{loss_val:.6g}", f"{sched.get_last_lr()[0]:.6g}",
                                  f"{time.perf_counter() - t0:.4f}"])
                 log_f.flush()
+            if val is not None and (step % val["every"] == 0 or step == total):
+                if info.is_main:
+                    metrics = _validate(task, model)
+                    value = float(metrics.get(val["metric"], float("nan")))
+                    improved = _better(value, None if best is None else best["value"], val["mode"])
+                    if improved:
+                        best = {"step": step, "metric": val["metric"], "value": value}
+                        _save(out_dir / "best.pth", state())
+                    _append_row(out_dir / "validation.csv", {"step": step, "epoch": epoch, **metrics,
+                                                             "best": int(improved)})
+                    print(f"validation at step {step}: {val['metric']} = {value:.4g}"
+                          f" (best {best['value'] if best else float('nan'):.4g} at step {best['step'] if best else '-'})"
+                          + "".join(f", {k} {v:.4g}" for k, v in metrics.items() if k != val["metric"]), flush=True)
+                barrier(info)
             if info.is_main and (step % c["checkpoint_every"] == 0 or end_of_epoch or step == total):
                 st = state()
                 _save(last, st)
@@ -223,7 +250,58 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
         if log_f:
             log_f.close()
         cleanup(info)
-    return {"step": step, "loss": loss_val if math.isfinite(loss_val) else None, "resumed_from": resumed_from}
+    return {"step": step, "loss": loss_val if math.isfinite(loss_val) else None, "resumed_from": resumed_from,
+            "best": best}
+
+
+def _validation_settings(task, c: dict) -> dict | None:
+    """``{"every", "metric", "mode"}`` when the task has a validation split, else None."""
+    if not getattr(task, "has_validation", False):
+        if c["validate_every"] is not None:
+            raise ConfigError("validate_every is set but the run has no validation split (training.<name>.validation)")
+        return None
+    metric = c["val_criterion"] or task.val_criterion
+    if metric not in task.val_metrics:
+        raise ConfigError(f"val_criterion {metric!r} is not a validation metric of this model; "
+                          f"known: {', '.join(task.val_metrics)}")
+    every = int(c["validate_every"] or c["checkpoint_every"])
+    if every < 1:
+        raise ConfigError(f"validate_every must be >= 1, got {every}")
+    return {"every": every, "metric": metric, "mode": task.val_metrics[metric]}
+
+
+def _validate(task, model: torch.nn.Module) -> dict:
+    """``task.validate(model)`` in eval mode without gradients; each module's train/eval mode and
+    torch's random state are restored afterwards (a validated run trains exactly as one without)."""
+    modes = [(m, m.training) for m in model.modules()]
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {k: float(v) for k, v in task.validate(model).items()}
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if not math.isfinite(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """One CSV row; the header (this row's keys) is written with the first row."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def _scheduler(opt, c: dict):

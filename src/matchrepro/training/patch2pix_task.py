@@ -20,23 +20,30 @@ import math
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from matchrepro.datasets.patch2pix_training import Patch2PixPairs
 from matchrepro.errors import ConfigError
 from matchrepro.models.checkpoints import CheckpointError, extract_state_dict, load_checkpoint
-from matchrepro.models.patch2pix import NCNet, Patch2Pix, full_arch, init_weights
+from matchrepro.models.patch2pix import NCNet, Patch2Pix, full_arch, init_weights, predict
 from matchrepro.training import patch2pix_losses as losses
+from matchrepro.training import validation
 from matchrepro.training.loop import check_params
 from matchrepro.training.ncnet_supervision import batch_targets, coarse_loss
 
 SHARED_ARCH_KEYS = ("widths", "blocks", "nc_kernels", "nc_channels")  # backbone + NC: must equal the init's
 
-COARSE_DEFAULTS = {"arch": None, "image_size": [480, 320], "raw_weight": 1.0, "temperature": 0.1, "depth_tol": 0.1}
+# validation (patch2pix.md §3.5): the first val_pairs pairs per validation scene, matched at
+# val_image_size (default: image_size), pose by RANSAC at val_ransac_px
+VAL_DEFAULTS = {"val_pairs": 150, "val_image_size": None, "val_ransac_px": 0.5}
+COARSE_DEFAULTS = {"arch": None, "image_size": [480, 320], "raw_weight": 1.0, "temperature": 0.1, "depth_tol": 0.1,
+                   **VAL_DEFAULTS, "val_threshold": 0.9}
 PATCH2PIX_DEFAULTS = {
     "arch": None, "image_size": [480, 320], "feat_idx": [0, 1, 2, 3], "ptmax": 400, "panc": 8, "pshift": 8,
     "cls_dthres": [50.0, 5.0], "epi_dthres": [50.0, 5.0], "weight_cls": 10.0, "weight_epi": [1.0, 1.0],
     "freeze_bn": False, "offset_init": "released", "regression_target": "epipolar",
+    **VAL_DEFAULTS, "val_threshold": 0.5,
 }
 REGRESSION_TARGETS = ("epipolar", "reprojection")
 
@@ -78,9 +85,11 @@ def zero_offset_init(model: Patch2Pix) -> None:
 
 class _PairsTask:
     kind = ""
+    val_metrics = validation.PATCH2PIX_METRICS
+    val_criterion = "pose_rate"  # the release keeps immatch_best_ckpt by this rate (or the error)
 
     def __init__(self, name: str, params: dict, data_index: str | Path, dataset_root: str | Path,
-                 init: str | Path | None, depth: bool):
+                 init: str | Path | None, depth: bool, val_index: str | Path | None = None):
         self.name = name
         self.init_sd, init_arch = load_init(init)
         arch = self.p["arch"] if self.p["arch"] is not None else init_arch
@@ -93,6 +102,29 @@ class _PairsTask:
                                   f"weights {init} have {theirs[diff[0]]}")
         self.data = Patch2PixPairs(data_index, dataset_root, self.p["image_size"], depth=depth)
         self.init_path = init
+        self.val = None
+        if val_index is not None:
+            self.val = Patch2PixPairs(val_index, dataset_root, self.p["val_image_size"] or self.p["image_size"])
+            shared = self.val.scenes() & self.data.scenes()
+            if shared:
+                raise ConfigError(f"training.{name}.validation: scenes {sorted(shared)} are also training scenes")
+        self.has_validation = self.val is not None
+
+    def validate(self, model) -> dict:
+        """Pose validation of the released training (patch2pix.md §3.5) on the validation pairs:
+        pass rates at 1..10°, mean / median error, ``pose_rate`` and the mean number of matches."""
+        errors, counts = [], []
+        for i in self.val.first_per_scene(int(self.p["val_pairs"])):
+            s = self.val[i]
+            dev = next(model.parameters()).device
+            out = predict(model, s["im1"][None].to(dev), s["im2"][None].to(dev), float(self.p["val_threshold"]))
+            m = out["matches"].cpu().numpy().astype(np.float64)
+            T = s["T_1to2"].numpy().astype(np.float64)
+            errors.append(validation.patch2pix_pose_error(m[:, :2], m[:, 2:], s["K1"].numpy().astype(np.float64),
+                                                          s["K2"].numpy().astype(np.float64), T[:3, :3], T[:3, 3],
+                                                          float(self.p["val_ransac_px"])))
+            counts.append(len(m))
+        return validation.pose_summary(errors, counts)
 
     def num_samples(self) -> int:
         return len(self.data)
@@ -109,9 +141,9 @@ class CoarseTask(_PairsTask):
 
     kind = "ncnet"
 
-    def __init__(self, name, params, data_index, dataset_root, init=None):
+    def __init__(self, name, params, data_index, dataset_root, init=None, val_index=None):
         self.p = check_params(name, params, COARSE_DEFAULTS)
-        super().__init__(name, params, data_index, dataset_root, init, depth=True)
+        super().__init__(name, params, data_index, dataset_root, init, depth=True, val_index=val_index)
 
     def build_model(self) -> NCNet:
         model = NCNet(arch=self.arch)
@@ -133,13 +165,13 @@ class Patch2PixTask(_PairsTask):
 
     kind = "patch2pix"
 
-    def __init__(self, name, params, data_index, dataset_root, init=None):
+    def __init__(self, name, params, data_index, dataset_root, init=None, val_index=None):
         self.p = check_params(name, params, PATCH2PIX_DEFAULTS)
         if self.p["regression_target"] not in REGRESSION_TARGETS:
             raise ConfigError(f"training.{name}.params.regression_target must be one of {list(REGRESSION_TARGETS)}, "
                               f"got {self.p['regression_target']!r}")
         reproj = self.p["regression_target"] == "reprojection"
-        super().__init__(name, params, data_index, dataset_root, init, depth=reproj)
+        super().__init__(name, params, data_index, dataset_root, init, depth=reproj, val_index=val_index)
         self.skipped = 0
 
     def build_model(self) -> Patch2Pix:

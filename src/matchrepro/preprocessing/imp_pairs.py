@@ -1,0 +1,50 @@
+"""IMP online training pairs of one MegaDepth scene: the pair list only, no features.
+
+The same pair selection as ``imp_dump`` step 2 without its keypoint filters (imp.md §3.1):
+``min_overlap <= overlap[i, j] <= max_overlap`` (i < j) and at least ``min_shared_points``
+shared SfM points. The online sampler (:mod:`matchrepro.datasets.imp_online`) extracts the
+features and the ground truth from depth and pose while training, so this step takes seconds
+where the dump takes days at full scale.
+
+Output ``.npz`` per scene: ``image_paths`` and ``depth_paths`` (relative to the MegaDepth root,
+one per valid image), ``intrinsics`` (N, 3, 3), ``poses`` (N, 4, 4) world-to-camera, and
+``pairs`` (M, 2) indices into those lists with their ``overlap`` (M,).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from matchrepro.datasets.megadepth import read_scene_info
+from matchrepro.io import atomic_path
+
+DEFAULTS = {"min_overlap": 0.1, "max_overlap": 0.8, "min_shared_points": 20}
+
+
+def run(scene_info_file: str | Path, params: dict, out: str | Path) -> int:
+    """Write the pair list of one scene to ``out`` (.npz); returns the pair count."""
+    p = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
+    info = read_scene_info(scene_info_file)
+    idx = np.flatnonzero(info.valid)
+    id2d = info.extra.get("points3D_id_to_2D")
+    ov = info.overlap_matrix
+    pairs, overlap = [], []
+    for a in range(len(idx)):
+        for b in range(a + 1, len(idx)):
+            i, j = idx[a], idx[b]
+            if not p["min_overlap"] <= ov[i, j] <= p["max_overlap"]:
+                continue
+            if id2d is not None and len(set(id2d[i]) & set(id2d[j])) < p["min_shared_points"]:
+                continue
+            pairs.append((a, b))
+            overlap.append(ov[i, j])
+    with atomic_path(out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, image_paths=np.array([str(info.image_paths[i]) for i in idx]),
+                     depth_paths=np.array([str(info.depth_paths[i]) for i in idx]),
+                     intrinsics=np.stack([np.asarray(info.intrinsics[i], np.float64) for i in idx]),
+                     poses=np.stack([np.asarray(info.poses[i], np.float64) for i in idx]),
+                     pairs=np.asarray(pairs, np.int64).reshape(-1, 2), overlap=np.asarray(overlap, np.float64))
+    return len(pairs)

@@ -1,0 +1,130 @@
+"""Online IMP training pairs: augmentations keep the ground truth consistent, draws replay, and
+a training run on online pairs works through the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from matchrepro.config import demo_settings
+from matchrepro.datasets import augment
+from matchrepro.datasets.imp_online import IMPOnlinePairs
+from matchrepro.datasets.megadepth import read_depth
+from matchrepro.demo import builders
+from matchrepro.preprocessing import imp_pairs, scene_info_path
+from matchrepro.preprocessing.imp_dump import _lift, _project
+from tests.conftest import REPO
+
+SIFT = {"type": "sift", "max_keypoints": 1024, "root_sift": True, "contrast_threshold": 0.04}
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("online")
+    root = tmp / "megadepth"
+    builders.build_megadepth(root, demo_settings(kind="megadepth", seed=11, scenes=1, images_per_scene=5,
+                                                 size=[640, 480], photometric=2.0))
+    assert imp_pairs.run(scene_info_path(root, "9000"), {}, tmp / "9000.npz") >= 4
+    index = tmp / "index.json"
+    index.write_text(json.dumps({"preprocessing": {"kind": "imp_pairs"}, "scenes": {"9000": str(tmp / "9000.npz")}}))
+    return tmp, root, index
+
+
+def test_the_warp_moves_image_content_where_H_moves_points():
+    rng = np.random.default_rng(0)
+    img = np.zeros((480, 640), np.float32)
+    pts = rng.uniform([80, 80], [560, 400], (40, 2))
+    yy, xx = np.mgrid[:480, :640]
+    for x, y in pts:
+        img += 200 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
+    H = augment.random_homography(640, 480, 0.15, rng)
+    assert np.abs(H - np.eye(3)).max() > 0.05  # a real perspective change
+    warped = augment.warp(img, H)
+    for p in augment.apply_homography(H, pts):
+        x0, y0 = np.rint(p).astype(int)
+        win = warped[y0 - 4:y0 + 5, x0 - 4:x0 + 5].astype(np.float64)
+        wy, wx = np.mgrid[y0 - 4:y0 + 5, x0 - 4:x0 + 5]
+        c = np.array([(win * wx).sum(), (win * wy).sum()]) / win.sum()
+        assert np.linalg.norm(c - p) < 0.5, (c, p)
+
+
+def test_photometric_changes_pixels_not_geometry():
+    img = np.random.default_rng(0).integers(60, 200, (60, 80)).astype(np.uint8)
+    out = augment.photometric(img, 1.0, np.random.default_rng(1))
+    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+    assert np.array_equal(augment.photometric(img, 0.0, np.random.default_rng(1)), img)
+
+
+def _reprojection_errors(sample, pair, root, K1):
+    """Pixel distance between each GT partner in image 1 and the image-0 keypoint lifted with its
+    depth, moved by the GT pose and projected with camera ``K1``."""
+    j = np.flatnonzero(sample["gt0"] >= 0)
+    k0 = sample["keypoints0"][j].astype(np.float64)
+    k1 = sample["keypoints1"][sample["gt0"][j]].astype(np.float64)
+    depth = read_depth(root / pair["depth0"])
+    z = depth[np.floor(k0[:, 1]).astype(int), np.floor(k0[:, 0]).astype(int)]
+    T = sample["T_0to1"].astype(np.float64)
+    uv, _ = _project(_lift(k0, z, pair["K0"], 0.5) @ T[:3, :3].T + T[:3, 3], np.asarray(K1, np.float64), 0.5)
+    return np.linalg.norm(uv - k1, axis=1)
+
+
+@pytest.mark.parametrize("radius", [5.0, 1.0])
+def test_augmented_ground_truth_reprojects_within_its_radius(pairs, radius):
+    tmp, root, index = pairs
+    ds = IMPOnlinePairs(index, root, SIFT, num_keypoints=256, inliers_range=(16, 128), photometric=1.0,
+                        perspective=0.15, max_error_px=radius)
+    torch.manual_seed(0)
+    errs, unwarped, warps = [], [], []
+    for i in range(len(ds.pairs)):
+        s = ds.sample(i)
+        pair = ds.pairs[int(s["pair_index"])]  # the next pair when this one has no GT match
+        errs.append(_reprojection_errors(s, pair, root, s["K1"]))
+        unwarped.append(_reprojection_errors(s, pair, root, pair["K1"]))
+        warps.append(np.abs(s["H1"] - np.eye(3)).max())
+    e, w = np.concatenate(errs), np.concatenate(unwarped)
+    assert min(warps) > 0.01 and (ds.replaced <= 2 or radius < 5)  # a 1 px radius leaves some pairs without GT
+    # every GT match reprojects within the radius in the warped frame the network sees ...
+    assert len(e) >= 20 * len(ds.pairs) if radius == 5 else len(e) >= 5 * len(ds.pairs)
+    assert e.max() <= radius + 1e-6
+    # ... and the warp matters: with image 1's unwarped camera they are far off
+    assert np.median(w) > 10 * radius
+
+
+def test_draws_replay_from_the_torch_seed(pairs):
+    tmp, root, index = pairs
+    ds = IMPOnlinePairs(index, root, SIFT, num_keypoints=128, inliers_range=(8, 64), photometric=1.0, perspective=0.1)
+    torch.manual_seed(5)
+    a = ds.batch([0, 2])
+    torch.manual_seed(5)
+    b = ds.batch([0, 2])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = ds.batch([0, 2])
+    assert not torch.equal(a["H1"], c["H1"])
+    assert a["keypoints0"].shape == (2, 128, 2) and a["descriptors1"].shape == (2, 128, 128)
+
+
+def test_online_training_through_the_cli(pairs):
+    tmp, root, index = pairs
+    spec = {"training": {"name": "imp_online", "model": "imp", "data": "imp_pairs", "init": None,
+                         "params": {"num_keypoints": 128, "inliers_range": [8, 64], "pairs_per_scene": 4,
+                                    "batch_size": 2, "steps": 3, "lr": 1e-5, "init_mode": "identity",
+                                    "augment_photometric": 1.0, "augment_perspective": 0.1}},
+            "dataset": {"root": str(root)}, "features": SIFT}
+    out = tmp / "run" / "model_best.pth"
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "train", "--spec", json.dumps(spec), "--out", str(out),
+                        "--data", str(index), "--threads", "2"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = pd.read_csv(out.parent / "log.csv")
+    assert log.step.tolist() == [1, 2, 3] and np.isfinite(log.loss).all()
+    # augmentations without online pairs are refused, naming the key
+    dump_index = tmp / "dump.json"
+    dump_index.write_text(json.dumps({"preprocessing": {"kind": "imp_dump"}, "scenes": {}}))
+    r = subprocess.run([sys.executable, "-m", "matchrepro", "train", "--spec", json.dumps(spec), "--out",
+                        str(tmp / "bad" / "w.pth"), "--data", str(dump_index)], capture_output=True, text=True,
+                       cwd=REPO, timeout=300)
+    assert r.returncode == 1
+    assert "training.imp_online.params.augment_photometric: augmentations need online pairs" in r.stderr
