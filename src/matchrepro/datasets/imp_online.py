@@ -25,14 +25,13 @@ plus ``H1`` (B, 3, 3) and ``pair_index`` (B,), the pair actually used.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from matchrepro.datasets import augment
-from matchrepro.datasets.imp_training import collate, select_keypoints
+from matchrepro.datasets.imp_training import ScenePairSampler, scene_files, select_keypoints
 from matchrepro.datasets.megadepth import read_depth
 from matchrepro.errors import DatasetError
 from matchrepro.features import get_extractor
@@ -42,16 +41,12 @@ from matchrepro.preprocessing.imp_dump import ground_truth_matches
 DESCRIPTOR_DIM = {"sift": 128, "superpoint": 256}
 
 
-class IMPOnlinePairs:
+class IMPOnlinePairs(ScenePairSampler):
     def __init__(self, index: str | Path, root: str | Path, features: dict, weights=None, num_keypoints: int = 1024,
                  inliers_range=(32, 512), pairs_per_scene: int = 80, keypoint_shift: float = 0.5, seed: int = 0,
                  photometric: float = 0.0, perspective: float = 0.0, max_error_px: float = 5.0,
                  pixel_center: str = "colmap"):
-        index = Path(index)
-        try:
-            scenes = json.loads(index.read_text())["scenes"]
-        except (OSError, ValueError, KeyError) as e:
-            raise DatasetError(f"{index}: not an imp_pairs index ({type(e).__name__}: {e})") from None
+        files = scene_files(index, "imp_pairs")
         if features is None or features.get("type") not in DESCRIPTOR_DIM:
             raise DatasetError(f"{index}: online IMP pairs need a sift or superpoint features block")
         self.root = Path(root)
@@ -65,10 +60,7 @@ class IMPOnlinePairs:
         self.pairs: list[dict] = []
         self.scene_pairs: list[list[int]] = []
         self.replaced = 0
-        for scene, path in sorted(scenes.items()):
-            path = Path(path)
-            if not path.is_absolute() and not path.exists():
-                path = index.parent / path.name
+        for scene, path in files:
             try:
                 with np.load(path) as z:
                     d = {k: z[k] for k in z.files}
@@ -87,18 +79,6 @@ class IMPOnlinePairs:
 
     def scenes(self) -> set[str]:
         return {p["scene"] for p in self.pairs}
-
-    def epoch_size(self) -> int:
-        return sum(min(len(s), self.pairs_per_scene) for s in self.scene_pairs)
-
-    def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """As the offline sampler: ``pairs_per_scene`` per scene (with replacement where a scene
-        has more), shuffled, seeded by (seed, epoch)."""
-        rng = np.random.default_rng(self.seed * 100003 + epoch)
-        out = []
-        for s in self.scene_pairs:
-            out.extend(rng.choice(s, self.pairs_per_scene, replace=True).tolist() if len(s) > self.pairs_per_scene else s)
-        return torch.as_tensor(rng.permutation(np.asarray(out, np.int64)))
 
     def _view(self, path: str, depth_path: str, K: np.ndarray, rng: np.random.Generator, warp: bool):
         """Features of one (augmented) view, the depth at each keypoint (read in the unwarped
@@ -150,6 +130,3 @@ class IMPOnlinePairs:
             out[f"descriptors{k}"] = f["descriptors"][ids].astype(np.float32)
             out[f"image_size{k}"] = wh
         return out
-
-    def batch(self, idx) -> dict:
-        return collate([self.sample(int(i)) for i in idx], self.shift)

@@ -63,14 +63,52 @@ def collate(items: list[dict], shift: float) -> dict:
     return out
 
 
-class IMPPairs:
+def scene_files(index: str | Path, kind: str) -> list[tuple[str, Path]]:
+    """(scene, file) of a preprocessing index.json, sorted by scene; a relative file that does not
+    exist is looked up beside the index."""
+    index = Path(index)
+    try:
+        scenes = json.loads(index.read_text())["scenes"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DatasetError(f"{index}: not an {kind} index ({type(e).__name__}: {e})") from None
+    out = []
+    for scene, path in sorted(scenes.items()):
+        path = Path(path)
+        out.append((scene, index.parent / path.name if not path.is_absolute() and not path.exists() else path))
+    return out
+
+
+class ScenePairSampler:
+    """The released epoch composition, shared by the offline and online samplers: subclasses fill
+    ``scene_pairs`` (pair indices per scene), ``pairs_per_scene``, ``seed``, ``shift`` and define
+    ``sample(i)``."""
+
+    scene_pairs: list[list[int]]
+    pairs_per_scene: int
+    seed: int
+    shift: float
+
+    def epoch_size(self) -> int:
+        return sum(min(len(s), self.pairs_per_scene) for s in self.scene_pairs)
+
+    def epoch_indices(self, epoch: int) -> torch.Tensor:
+        """The epoch's pair order (``build_dataset(seed=epoch)``): per scene ``pairs_per_scene``
+        drawn with replacement where a scene has more, all otherwise; shuffled."""
+        rng = np.random.default_rng(self.seed * 100003 + epoch)
+        out = []
+        for s in self.scene_pairs:
+            out.extend(rng.choice(s, self.pairs_per_scene, replace=True).tolist()
+                       if len(s) > self.pairs_per_scene else s)
+        return torch.as_tensor(rng.permutation(np.asarray(out, np.int64)))
+
+    def batch(self, idx) -> dict:
+        return collate([self.sample(int(i)) for i in idx], self.shift)
+
+
+class IMPPairs(ScenePairSampler):
     def __init__(self, index: str | Path, num_keypoints: int = 1024, inliers_range=(32, 512),
                  pairs_per_scene: int = 80, keypoint_shift: float = 0.5, seed: int = 0):
-        index = Path(index)
-        try:
-            scenes = json.loads(index.read_text())["scenes"]
-        except (OSError, ValueError, KeyError) as e:
-            raise DatasetError(f"{index}: not an imp_dump index ({type(e).__name__}: {e})") from None
+        files = scene_files(index, "imp_dump")
         self.K = int(num_keypoints)
         self.lo, self.hi = int(inliers_range[0]), int(inliers_range[1])
         self.pairs_per_scene = int(pairs_per_scene)
@@ -80,10 +118,7 @@ class IMPPairs:
         self.pairs: list[dict] = []
         self.scene_pairs: list[list[int]] = []
         self.dropped = 0
-        for scene, path in sorted(scenes.items()):
-            path = Path(path)
-            if not path.is_absolute() and not path.exists():
-                path = index.parent / path.name
+        for scene, path in files:
             try:
                 h = h5py.File(path, "r")
             except OSError as e:
@@ -116,19 +151,6 @@ class IMPPairs:
                                f"(num_keypoints; {self.dropped} dropped)")
         self.dim = next(iter(self.images.values()))["descriptors"].shape[1]
 
-    def epoch_size(self) -> int:
-        return sum(min(len(s), self.pairs_per_scene) for s in self.scene_pairs)
-
-    def epoch_indices(self, epoch: int) -> torch.Tensor:
-        """The epoch's pair order (``build_dataset(seed=epoch)``): per scene ``pairs_per_scene``
-        drawn with replacement where a scene has more, all otherwise; shuffled."""
-        rng = np.random.default_rng(self.seed * 100003 + epoch)
-        out = []
-        for s in self.scene_pairs:
-            out.extend(rng.choice(s, self.pairs_per_scene, replace=True).tolist()
-                       if len(s) > self.pairs_per_scene else s)
-        return torch.as_tensor(rng.permutation(np.asarray(out, np.int64)))
-
     def scenes(self) -> set[str]:
         return {n.split("/")[0] for n in self.images}
 
@@ -145,6 +167,3 @@ class IMPPairs:
             out[f"descriptors{k}"] = img["descriptors"][ids]
             out[f"image_size{k}"] = img["image_size"]
         return out
-
-    def batch(self, idx) -> dict:
-        return collate([self.sample(int(i)) for i in idx], self.shift)

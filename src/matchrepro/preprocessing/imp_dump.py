@@ -31,6 +31,7 @@ from tqdm import tqdm
 from matchrepro.datasets.megadepth import read_depth, read_scene_info
 from matchrepro.features import get_extractor
 from matchrepro.io import atomic_path, image_key, read_image
+from matchrepro.preprocessing.imp_pairs import candidate_pairs
 
 DEFAULTS = {
     "min_overlap": 0.1,
@@ -117,7 +118,6 @@ def run(root: str | Path, scene_info_file: str | Path, features_cfg: dict, param
         f["depth"] = depth[yi, xi].astype(np.float32)
         feats[i] = f
         names[i] = info.image_paths[i].split("Undistorted_SfM/", 1)[-1]
-    id2d = info.extra.get("points3D_id_to_2D")
     ov = info.overlap_matrix
     n_pairs = 0
     with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as h:
@@ -128,26 +128,21 @@ def run(root: str | Path, scene_info_file: str | Path, features_cfg: dict, param
                 g[k] = f[k]
             g.attrs["image_size"] = f["image_size"]
         idx = sorted(feats)
-        for a in tqdm(range(len(idx)), desc=f"pairs {info.scene}", unit="img"):
-            for b in range(a + 1, len(idx)):
-                i, j = idx[a], idx[b]
-                if not p["min_overlap"] <= ov[i, j] <= p["max_overlap"]:
-                    continue
-                if id2d is not None and len(set(id2d[i]) & set(id2d[j])) < p["min_shared_points"]:
-                    continue
-                f1, f2 = feats[i], feats[j]
-                if min(len(f1["keypoints"]), len(f2["keypoints"])) < p["min_keypoints"]:
-                    continue
-                if min((f1["depth"] > 0).sum(), (f2["depth"] > 0).sum()) <= p["min_depth_points"]:
-                    continue
-                m = ground_truth_matches(f1, f2, info.intrinsics[i], info.intrinsics[j],
-                                         info.poses[i], info.poses[j], p["max_error_px"], shift)
-                if len(m) <= p["min_inliers"]:
-                    continue
-                g = h.create_group(f"pairs/{n_pairs}")
-                g["matches"] = m
-                g.attrs.update(name1=names[i], name2=names[j], K1=info.intrinsics[i], K2=info.intrinsics[j],
-                               T_w2c1=info.poses[i], T_w2c2=info.poses[j], overlap=ov[i, j])
-                n_pairs += 1
+        for a, b in tqdm(list(candidate_pairs(info, idx, p)), desc=f"pairs {info.scene}", unit="pair"):
+            i, j = idx[a], idx[b]
+            f1, f2 = feats[i], feats[j]
+            if min(len(f1["keypoints"]), len(f2["keypoints"])) < p["min_keypoints"]:
+                continue
+            if min((f1["depth"] > 0).sum(), (f2["depth"] > 0).sum()) <= p["min_depth_points"]:
+                continue
+            m = ground_truth_matches(f1, f2, info.intrinsics[i], info.intrinsics[j],
+                                     info.poses[i], info.poses[j], p["max_error_px"], shift)
+            if len(m) <= p["min_inliers"]:
+                continue
+            g = h.create_group(f"pairs/{n_pairs}")
+            g["matches"] = m
+            g.attrs.update(name1=names[i], name2=names[j], K1=info.intrinsics[i], K2=info.intrinsics[j],
+                           T_w2c1=info.poses[i], T_w2c2=info.poses[j], overlap=ov[i, j])
+            n_pairs += 1
         h.attrs["num_pairs"] = n_pairs
     return n_pairs

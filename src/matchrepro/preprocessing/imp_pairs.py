@@ -23,23 +23,28 @@ from matchrepro.io import atomic_path
 DEFAULTS = {"min_overlap": 0.1, "max_overlap": 0.8, "min_shared_points": 20}
 
 
+def candidate_pairs(info, indices, p: dict):
+    """Yield ``(a, b)`` positions into ``indices`` (scene image indices, a < b) whose images
+    overlap within [min_overlap, max_overlap] and share at least ``min_shared_points`` SfM points."""
+    id2d = info.extra.get("points3D_id_to_2D")
+    ov = info.overlap_matrix
+    for a in range(len(indices)):
+        for b in range(a + 1, len(indices)):
+            i, j = indices[a], indices[b]
+            if not p["min_overlap"] <= ov[i, j] <= p["max_overlap"]:
+                continue
+            if id2d is not None and len(set(id2d[i]) & set(id2d[j])) < p["min_shared_points"]:
+                continue
+            yield a, b
+
+
 def run(scene_info_file: str | Path, params: dict, out: str | Path) -> int:
     """Write the pair list of one scene to ``out`` (.npz); returns the pair count."""
     p = {**DEFAULTS, **{k: v for k, v in params.items() if k in DEFAULTS}}
     info = read_scene_info(scene_info_file)
     idx = np.flatnonzero(info.valid)
-    id2d = info.extra.get("points3D_id_to_2D")
-    ov = info.overlap_matrix
-    pairs, overlap = [], []
-    for a in range(len(idx)):
-        for b in range(a + 1, len(idx)):
-            i, j = idx[a], idx[b]
-            if not p["min_overlap"] <= ov[i, j] <= p["max_overlap"]:
-                continue
-            if id2d is not None and len(set(id2d[i]) & set(id2d[j])) < p["min_shared_points"]:
-                continue
-            pairs.append((a, b))
-            overlap.append(ov[i, j])
+    pairs = list(candidate_pairs(info, idx, p))
+    overlap = [info.overlap_matrix[idx[a], idx[b]] for a, b in pairs]
     with atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, image_paths=np.array([str(info.image_paths[i]) for i in idx]),
