@@ -261,7 +261,8 @@ def plot_validation_curves(logs: list[str | Path], out_dir: str | Path) -> list[
         for c in cols:
             v = df[c].astype(float)
             scale = 100.0 if v.abs().max() <= 1.0 and not c.startswith("auc") and c != "mse" else 1.0
-            ax.plot(df.step, v * scale, marker=".", lw=1.2, label=c + (" (%)" if scale == 100 else ""))
+            pct = scale == 100 or c.startswith("auc")
+            ax.plot(df.step, v * scale, marker=".", lw=1.2, label=c + (" (%)" if pct else ""))
         kept = df[df.best == 1]
         if len(kept):
             k = int(kept.step.iloc[-1])
