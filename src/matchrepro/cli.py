@@ -231,8 +231,10 @@ def cmd_train(a) -> None:
         # the task's settings with its defaults filled in: a changed default also starts over
         settings = {**t["params"], **getattr(task, "p", {})}
         fp = run_fingerprint(t["model"], settings, spec.get("dataset"), a.data, a.init)
-        if a.val_data:  # a validation split changes which weights are kept, so it is part of the run
-            fp = run_fingerprint(t["model"], {"fp": fp, "validation": a.val_data}, None, None, None)
+        # a validation split (which weights are kept) and online features are part of the run too
+        extras = {k: v for k, v in (("validation", a.val_data), ("features", spec.get("features"))) if v}
+        if extras:
+            fp = run_fingerprint(t["model"], {"fp": fp, **extras}, None, None, None)
         res = train(task, t["params"], out.parent, fp)
     except Interrupted:
         raise SystemExit(130)
