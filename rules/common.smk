@@ -229,7 +229,8 @@ def train_spec(wildcards):
 
 
 def train_args(wildcards, input):
-    """``--data`` and ``--init`` arguments of the train command, where the run has them."""
+    """``--data``, ``--init``, ``--val-data`` and ``--feature-weights`` of the train command, where
+    the run has them."""
     args = [f"--data {input.data}" if "data" in input.keys() else ""]
     args.append(f"--init {input.init}" if "init" in input.keys() else "")
     args.append(f"--val-data {input.val_data}" if "val_data" in input.keys() else "")
@@ -237,8 +238,8 @@ def train_args(wildcards, input):
     return " ".join(a for a in args if a)
 
 
-def _kind(kind):
-    names = [n for n, p in config["preprocessing"].items() if p["kind"] == kind]
+def _kind(*kinds):
+    names = [n for n, p in config["preprocessing"].items() if p["kind"] in kinds]
     return "|".join(sorted(names)) or "__none__"
 
 

@@ -55,7 +55,8 @@ rule fetch_weights:
         "python -m matchrepro fetch-weights --spec {params.spec:q} --out {output} > {log} 2>&1"
 
 
-rule patch2pix_pairs_scene:
+# Pair selection per scene, no features: Patch2Pix's training pairs and IMP's online pair lists.
+rule select_pairs_scene:
     input:
         unpack(preprocess_inputs),
         code=code("preprocessing", "datasets"),
@@ -66,36 +67,12 @@ rule patch2pix_pairs_scene:
     benchmark:
         "results/runtime/preprocess/{prep}/{scene}.tsv"
     wildcard_constraints:
-        prep=_kind("patch2pix_pairs"),
+        prep=_kind("patch2pix_pairs", "imp_pairs"),
     conda:
         "../envs/matchrepro.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
-    params:
-        spec=preprocess_spec,
-    shell:
-        "python -m matchrepro preprocess --spec {params.spec:q} --scene {wildcards.scene}"
-        " --out {output} > {log} 2>&1"
-
-
-rule imp_pairs_scene:
-    input:
-        unpack(preprocess_inputs),
-        code=code("preprocessing/imp_pairs.py", "datasets/megadepth.py"),
-    output:
-        "resources/preprocessed/{prep}/{scene}.npz",
-    log:
-        "logs/preprocess/{prep}/{scene}.log",
-    benchmark:
-        "results/runtime/preprocess/{prep}/{scene}.tsv"
-    wildcard_constraints:
-        prep=_kind("imp_pairs"),
-    conda:
-        "../envs/matchrepro.yaml"
-    resources:
-        mem_mb=2000,
-        runtime=30,
     params:
         spec=preprocess_spec,
     shell:

@@ -16,6 +16,10 @@ from jsonschema import Draft202012Validator, validators
 from matchrepro.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# preprocessing kinds each model trains on (`data`) and validates on (`validation`)
+TRAINING_DATA_KINDS = {"imp": ("imp_dump", "imp_pairs"), "eimp": ("imp_dump", "imp_pairs"),
+                       "patch2pix": ("patch2pix_pairs",), "ncnet": ("patch2pix_pairs",)}
+VALIDATION_KIND = {"imp": "imp_dump", "eimp": "imp_dump", "patch2pix": "patch2pix_pairs", "ncnet": "patch2pix_pairs"}
 
 
 def _with_defaults(cls):
@@ -117,8 +121,7 @@ def _check_references(config: dict, source: str) -> None:
     for name, t in config["training"].items():
         if t["model"] != "toy" and t["data"] not in config["preprocessing"]:
             raise ConfigError(f"{source}: training.{name}.data: unknown preprocessing run '{t['data']}'")
-        wants = {"imp": ("imp_dump", "imp_pairs"), "eimp": ("imp_dump", "imp_pairs"),
-                 "patch2pix": ("patch2pix_pairs",), "ncnet": ("patch2pix_pairs",)}.get(t["model"])
+        wants = TRAINING_DATA_KINDS.get(t["model"])
         if wants and config["preprocessing"][t["data"]]["kind"] not in wants:
             raise ConfigError(f"{source}: training.{name}.data: the {t['model']} model trains on "
                               f"{' or '.join(wants)} runs, '{t['data']}' is "
@@ -129,8 +132,11 @@ def _check_references(config: dict, source: str) -> None:
         if v is not None:
             if v not in config["preprocessing"]:
                 raise ConfigError(f"{source}: training.{name}.validation: unknown preprocessing run '{v}'")
-            val_kind = {"imp": "imp_dump", "eimp": "imp_dump"}.get(t["model"], "patch2pix_pairs")
-            if t["model"] == "toy" or config["preprocessing"][v]["kind"] != val_kind:
+            val_kind = VALIDATION_KIND.get(t["model"])
+            if val_kind is None:
+                raise ConfigError(f"{source}: training.{name}.validation: the {t['model']} model takes no "
+                                  "validation split")
+            if config["preprocessing"][v]["kind"] != val_kind:
                 raise ConfigError(f"{source}: training.{name}.validation: the {t['model']} model validates on a "
                                   f"{val_kind} run, '{v}' is {config['preprocessing'][v]['kind']}")
             if v == t["data"]:
@@ -206,14 +212,14 @@ def load_config(path: str | Path) -> dict:
     return validate_config(config, str(path))
 
 
-def effective_resize(config: dict, dataset: str, method: str | None = None, features: str | None = None) -> dict:
+def effective_resize(config: dict, dataset: str | None, method: str | None = None, features: str | None = None) -> dict:
     """The resize rule for (dataset, method/features): method or features override, else the
-    dataset's rule."""
+    dataset's rule (none without a dataset: images of your own)."""
     if method is not None and config["methods"][method].get("resize"):
         return config["methods"][method]["resize"]
     if features is not None and config["features"][features].get("resize"):
         return config["features"][features]["resize"]
-    return config["datasets"][dataset]["resize"]
+    return config["datasets"][dataset]["resize"] if dataset is not None else {"mode": "none"}
 
 
 def effective_features(config: dict, features: str, dataset: str) -> dict:

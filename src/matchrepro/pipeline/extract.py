@@ -30,6 +30,17 @@ def load_upright(path: Path, rot: int, resize_rule: dict, grayscale: bool = True
     return img, scale, (w, h)
 
 
+def extract_image(extractor, path: Path, rot: int, resize_rule: dict) -> dict:
+    """Features of one image file: ``keypoints (N, 2)`` in upright-original pixels (resized-frame
+    keypoints times the scale), ``scores``, ``descriptors``, ``scale`` (sx, sy) and ``image_size``
+    (w, h) of the upright original."""
+    img, scale, wh = load_upright(path, rot, resize_rule)
+    feats = extractor(img)
+    return {"keypoints": feats["keypoints"] * np.asarray(scale, np.float32)[None], "scores": feats["scores"],
+            "descriptors": feats["descriptors"], "scale": np.asarray(scale, np.float64),
+            "image_size": np.asarray(wh, np.int64)}
+
+
 def extract_features(spec: dict, out: str | Path, weights: str | Path | None = None) -> None:
     """``spec``: ``{"dataset": <dataset block>, "features": <features block>, "resize": rule}``.
 
@@ -42,12 +53,10 @@ def extract_features(spec: dict, out: str | Path, weights: str | Path | None = N
         with h5py.File(tmp, "w") as f:
             f.attrs["config"] = json.dumps(spec, sort_keys=True)
             for name, rot in tqdm(bench.images(), desc=f"extract {spec['features']['name']}", unit="img"):
-                img, scale, wh = load_upright(bench.image_dir / name, rot, spec["resize"])
-                feats = extractor(img)
+                feats = extract_image(extractor, bench.image_dir / name, rot, spec["resize"])
                 g = f.create_group(image_key(name))
-                g["keypoints"] = feats["keypoints"] * np.asarray(scale, np.float32)[None]
-                g["scores"] = feats["scores"]
-                g["descriptors"] = feats["descriptors"]
-                g.attrs["scale"] = np.asarray(scale, np.float64)
-                g.attrs["image_size"] = np.asarray(wh, np.int64)
+                for k in ("keypoints", "scores", "descriptors"):
+                    g[k] = feats[k]
+                g.attrs["scale"] = feats["scale"]
+                g.attrs["image_size"] = feats["image_size"]
                 g.attrs["rot"] = rot

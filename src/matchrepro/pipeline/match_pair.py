@@ -21,9 +21,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from matchrepro.config import load_config
+from matchrepro.config import effective_resize, load_config
 from matchrepro.errors import ConfigError
+from matchrepro.features import get_extractor
 from matchrepro.io import atomic_path, read_image
+from matchrepro.pipeline.extract import extract_image, load_upright
 
 FAMILIES = ("patch2pix", "ncnet", "imp", "eimp", "sift")
 OUTPUT_FORMATS = ("npz", "h5")
@@ -80,44 +82,14 @@ def _weights_for(config: dict, method: str, given, workdir: Path, what: str) -> 
 
 
 def _resize_rule(config: dict, method: str, resize_as: str | None) -> dict:
-    block = config["methods"][method]
-    if resize_as is not None:
-        if resize_as not in config["datasets"]:
-            raise ConfigError(f"--resize-as {resize_as}: not a dataset of the config ({', '.join(config['datasets'])})")
-        from matchrepro.config import effective_resize
-
-        return effective_resize(config, resize_as, method, block.get("features"))
-    if block.get("resize"):
-        return block["resize"]
-    f = block.get("features")
-    if f and config["features"][f].get("resize"):
-        return config["features"][f]["resize"]
-    return {"mode": "none"}
-
-
-def _load(path: Path, rule: dict, grayscale: bool):
-    """(resized image, (sx, sy) resized -> original, (w, h) original) of one image file."""
-    from matchrepro.datasets.resize import apply_resize
-
-    img = read_image(path, grayscale=grayscale)
-    h, w = img.shape[:2]
-    img, scale = apply_resize(img, rule)
-    return img, np.asarray(scale, np.float64), (w, h)
-
-
-def _extract(config: dict, method: str, path: Path, rule: dict, workdir: Path) -> dict:
-    from matchrepro.features import get_extractor
-
-    fname = config["methods"][method]["features"]
-    fcfg = dict(config["features"][fname], name=fname)
-    img, scale, wh = _load(path, rule, grayscale=True)
-    feats = get_extractor(fcfg, _weights_for(config, fname, None, workdir, "features"))(img)
-    return {"keypoints": (feats["keypoints"] * scale[None]).astype(np.float32), "scores": feats["scores"],
-            "descriptors": feats["descriptors"], "image_size": np.asarray(wh, np.int64)}
+    """The method's (or its features') resize rule, else ``resize_as``'s dataset rule, else none."""
+    if resize_as is not None and resize_as not in config["datasets"]:
+        raise ConfigError(f"--resize-as {resize_as}: not a dataset of the config ({', '.join(config['datasets'])})")
+    return effective_resize(config, resize_as, method, config["methods"][method].get("features"))
 
 
 def _run(config: dict, method: str, paths: tuple[Path, Path], weights, resize_as, workdir: Path, device: str) -> dict:
-    """keypoints0/1, matches (K, 2) indices, scores (K,), image_size0/1 of one method."""
+    """keypoints0/1, matches (K, 2) indices, scores (K,), image_size0/1 and the resize rule of one method."""
     block = config["methods"][method]
     kind = block["matcher"]["type"]
     rule = _resize_rule(config, method, resize_as)
@@ -125,7 +97,7 @@ def _run(config: dict, method: str, paths: tuple[Path, Path], weights, resize_as
         from matchrepro.matchers.patch2pix import Patch2PixMatcher
 
         w = _weights_for(config, method, weights, workdir, "method")
-        (im0, s0, wh0), (im1, s1, wh1) = (_load(p, rule, grayscale=False) for p in paths)
+        (im0, s0, wh0), (im1, s1, wh1) = (load_upright(p, 0, rule, grayscale=False) for p in paths)
         matcher = Patch2PixMatcher(block, w, device)
         if block.get("refines"):
             base = _run(config, block["refines"], paths, None, resize_as, workdir, device)
@@ -133,8 +105,11 @@ def _run(config: dict, method: str, paths: tuple[Path, Path], weights, resize_as
             r = matcher.refine(im0, im1, s0, s1, base["keypoints0"][m[:, 0]], base["keypoints1"][m[:, 1]])
         else:
             r = matcher(im0, im1, s0, s1)
-        return r | {"image_size0": np.asarray(wh0), "image_size1": np.asarray(wh1)}
-    a, b = (_extract(config, method, p, rule, workdir) for p in paths)
+        return r | {"image_size0": np.asarray(wh0), "image_size1": np.asarray(wh1), "resize": rule}
+    fname = block["features"]
+    extractor = get_extractor(dict(config["features"][fname], name=fname),
+                              _weights_for(config, fname, None, workdir, "features"))
+    a, b = (extract_image(extractor, p, 0, rule) for p in paths)
     if kind == "imp":
         from matchrepro.matchers.imp import IMPMatcher
 
@@ -149,7 +124,7 @@ def _run(config: dict, method: str, paths: tuple[Path, Path], weights, resize_as
     else:
         raise ConfigError(f"methods.{method}.matcher.type: {kind!r} cannot match a single pair")
     return {"keypoints0": a["keypoints"], "keypoints1": b["keypoints"], "matches": m, "scores": s,
-            "image_size0": a["image_size"], "image_size1": b["image_size"]}
+            "image_size0": a["image_size"], "image_size1": b["image_size"], "resize": rule}
 
 
 def match_pair(image0, image1, method: str, config: str | Path | None = None, weights=None,
@@ -172,7 +147,6 @@ def match_pair(image0, image1, method: str, config: str | Path | None = None, we
         read_image(p)  # one clear line for a missing or unreadable file, before any model loads
     r = _run(cfg, name, paths, weights, resize_as, workdir, device)
     r["method"] = name
-    r["resize"] = _resize_rule(cfg, name, resize_as)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{paths[0].stem}-{paths[1].stem}.{name}"

@@ -63,6 +63,12 @@ def identity_init(model: IMP, temperature: float, bin_cosine: float) -> None:
             proj.bias.zero_()
 
 
+def model_input(batch: dict) -> dict:
+    """The network's inputs from a training batch: normalised keypoints, scores, descriptors."""
+    return {f"{k}{i}": batch[f"{src}{i}"] for i in (0, 1)
+            for k, src in (("keypoints", "norm_keypoints"), ("scores", "scores"), ("descriptors", "descriptors"))}
+
+
 def _index_kind(index) -> str | None:
     """The preprocessing kind an index.json was made by (None for a hand-written index)."""
     import json
@@ -118,9 +124,7 @@ class IMPTask:
         for scene in self.val.scene_pairs:
             for i in scene[: int(self.p["val_pairs"])]:
                 b = {k: v.to(dev) for k, v in self.val.batch([i]).items()}
-                data = {f"{k}{j}": b[f"{src}{j}"] for j in (0, 1) for k, src in
-                        (("keypoints", "norm_keypoints"), ("scores", "scores"), ("descriptors", "descriptors"))}
-                m0 = model.match(data, float(self.p["val_threshold"]))["matches0"].cpu().numpy()
+                m0 = model.match(model_input(b), float(self.p["val_threshold"]))["matches0"].cpu().numpy()
                 gt0 = b["gt0"][0].cpu().numpy()
                 i0 = np.flatnonzero(m0 >= 0)
                 j0 = np.flatnonzero(gt0 >= 0)
@@ -158,9 +162,7 @@ class IMPTask:
         return {"variant": self.variant, "dim": self.data.dim, "kind": self.variant}
 
     def loss(self, net, batch) -> torch.Tensor:
-        data = {f"{k}{i}": batch[f"{src}{i}"] for i in (0, 1)
-                for k, src in (("keypoints", "norm_keypoints"), ("scores", "scores"), ("descriptors", "descriptors"))}
-        outs = net(data)
+        outs = net(model_input(batch))
         total = 0.0
         for ni, P, ids0, ids1 in outs:
             loss = imp_losses.matching_loss(P, batch["gt0"], batch["gt1"], ids0, ids1)

@@ -114,9 +114,9 @@ class _PairsTask:
         """Pose validation of the released training (patch2pix.md §3.5) on the validation pairs:
         pass rates at 1..10°, mean / median error, ``pose_rate`` and the mean number of matches."""
         errors, counts = [], []
+        dev = next(model.parameters()).device
         for i in self.val.first_per_scene(int(self.p["val_pairs"])):
             s = self.val[i]
-            dev = next(model.parameters()).device
             out = predict(model, s["im1"][None].to(dev), s["im2"][None].to(dev), float(self.p["val_threshold"]))
             m = out["matches"].cpu().numpy().astype(np.float64)
             T = s["T_1to2"].numpy().astype(np.float64)
