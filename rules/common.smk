@@ -1,16 +1,23 @@
 # Config validation, wildcard constraints and input functions (the only Python in the rules).
 import json
+import os
 import shlex
 import sys
 
 from snakemake.settings.types import DeploymentMethod
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
 
 # Rules run `python -m matchrepro ...`: the interpreter running Snakemake comes first on PATH
 # (so a venv works without being activated), unless --sdm conda gives each rule its own env.
+# The package they import is this checkout's src/, whatever the environment has installed (a
+# venv installed editable from another checkout would otherwise run that checkout's code).
+_pythonpath = f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled for Snakemake
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-    shell.prefix(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
+    shell.prefix(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; " + _pythonpath)
+else:
+    shell.prefix(_pythonpath)
 
 from matchrepro.config import (
     check_local_datasets,
@@ -157,6 +164,7 @@ def evaluate_spec(wildcards):
         method=m,
         protocol=config["protocols"][wildcards.protocol],
         resize=effective_resize(config, wildcards.dataset, wildcards.method, f),
+        features=effective_features(config, fb, wildcards.dataset) if fb else None,
         max_keypoints=budget,
     )
 

@@ -98,3 +98,26 @@ rule tables:
     shell:
         "python -m matchrepro tables --spec {params.spec:q} --results {input.metrics}"
         " --published {input.published} --out {output} > {log} 2>&1"
+
+
+rule benchmark_tables:
+    """One benchmark's tables alone (``results/benchmarks/<name>``): its DAG holds only what that
+    benchmark's methods need, so a benchmark of descriptor matchers trains nothing."""
+    input:
+        metrics=get_benchmark_metrics,
+        published=PUBLISHED,
+        code=code("reporting"),
+    output:
+        directory("results/benchmarks/{benchmark}"),
+    log:
+        "logs/benchmark_tables/{benchmark}.log",
+    conda:
+        "../envs/matchrepro.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        spec=lambda w: spec(benchmarks={w.benchmark: config["benchmarks"][w.benchmark]["dataset"]}),
+    shell:
+        "python -m matchrepro tables --spec {params.spec:q} --results {input.metrics}"
+        " --published {input.published} --out {output} > {log} 2>&1"

@@ -83,8 +83,11 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
+def read_image(path: str | os.PathLike, grayscale: bool = False, gray_from_color: bool = False) -> np.ndarray:
     """Read an image file as uint8, (H, W) if ``grayscale`` else (H, W, 3) RGB.
+
+    ``gray_from_color`` (with ``grayscale``): decode in colour and convert with BGR2GRAY, as IMP's
+    MegaDepth dump does; on JPEGs this differs from decoding to grayscale by a few grey levels.
 
     Raises:
         ImageReadError: one line naming the file when it is missing or cannot be decoded.
@@ -92,11 +95,50 @@ def read_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image not found: {path}")
-    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    flag = cv2.IMREAD_GRAYSCALE if grayscale and not gray_from_color else cv2.IMREAD_COLOR
     img = cv2.imread(str(path), flag)
     if img is None or img.size == 0:
         raise ImageReadError(f"cannot decode image (corrupt or unsupported format): {path}")
-    return img if grayscale else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if grayscale:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if gray_from_color else img
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(w, h)`` in pixels of a stored image without decoding it (JPEG SOF or PNG IHDR header;
+    other formats are decoded). EXIF orientation is not applied: this is the stored frame."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            if head == b"\xff\xd8":  # JPEG: walk the markers to the first start-of-frame
+                while True:
+                    b = f.read(1)
+                    while b and b != b"\xff":
+                        b = f.read(1)
+                    while b == b"\xff":
+                        b = f.read(1)
+                    if not b:
+                        break
+                    marker = b[0]
+                    if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                        continue
+                    seg = f.read(2)
+                    if len(seg) < 2:
+                        break
+                    n = int.from_bytes(seg, "big")
+                    if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                        sof = f.read(5)
+                        return int.from_bytes(sof[3:5], "big"), int.from_bytes(sof[1:3], "big")
+                    f.seek(n - 2, 1)
+            elif head == b"\x89P":
+                hdr = f.read(22)
+                if hdr[10:14] == b"IHDR":
+                    return int.from_bytes(hdr[14:18], "big"), int.from_bytes(hdr[18:22], "big")
+    except OSError:
+        raise ImageReadError(f"image not found: {path}") from None
+    img = read_image(path)
+    return img.shape[1], img.shape[0]
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, jpeg_quality: int = 95) -> None:

@@ -22,13 +22,16 @@ from tests.conftest import REPO
 SIFT = {"type": "sift", "max_keypoints": 1024, "root_sift": True, "contrast_threshold": 0.04}
 
 
+PROCEDURE = "corrected"  # one direction per pair keeps this fixture's 9 pairs (the augmentation is under test)
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("online")
     root = tmp / "megadepth"
     builders.build_megadepth(root, demo_settings(kind="megadepth", seed=11, scenes=1, images_per_scene=5,
                                                  size=[640, 480], photometric=2.0))
-    assert imp_pairs.run(scene_info_path(root, "9000"), {}, tmp / "9000.npz") >= 4
+    assert imp_pairs.run(scene_info_path(root, "9000"), {"procedure": PROCEDURE}, tmp / "9000.npz") >= 4
     index = tmp / "index.json"
     index.write_text(json.dumps({"preprocessing": {"kind": "imp_pairs"}, "scenes": {"9000": str(tmp / "9000.npz")}}))
     return tmp, root, index

@@ -187,7 +187,7 @@ def test_iterative_pose_mode_stops_early_on_a_stable_pose(two_view_scene, tmp_pa
                       "image_size": np.array([640, 480])})
     torch.save({"model": _identity_model(None).state_dict(), "variant": "imp"}, tmp_path / "w.pth")
     plain = IMPMatcher({"matcher": {"type": "imp", "variant": "imp"}}, tmp_path / "w.pth")(*feats)
-    it = IMPMatcher({"matcher": {"type": "imp", "variant": "imp", "iterative": True,
+    it = IMPMatcher({"matcher": {"type": "imp", "variant": "imp", "iterative": True, "iterative_variant": "corrected",
                                  "iterative_threshold_px": 1.0}}, tmp_path / "w.pth")
     r = it(*feats, K0, K1)
     assert plain["stopped_at"] == 15 and r["stopped_at"] == 6

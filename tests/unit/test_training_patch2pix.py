@@ -129,7 +129,11 @@ def test_refiner_keeps_confident_matches_and_handles_empty_input():
     everything = refine_matches(net, im, im, m, threshold=-1.0)
     assert torch.equal(everything["index"], torch.arange(3))
     assert torch.allclose(everything["matches"], m, atol=1e-4)  # zero offsets: the input comes back
-    strict = refine_matches(net, im, im, m, threshold=2.0)  # sigmoid never exceeds 1
+    # nothing passes (a sigmoid never exceeds 1): immatch's Patch2PixRefined keeps all refined
+    # matches (the released fallback), refine_fallback: none keeps none
+    released = refine_matches(net, im, im, m, threshold=2.0)
+    assert torch.equal(released["index"], torch.arange(3)) and torch.equal(released["matches"], everything["matches"])
+    strict = refine_matches(net, im, im, m, threshold=2.0, keep_all_if_none=False)
     assert len(strict["matches"]) == 0 and strict["matches"].shape == (0, 4)
     empty = refine_matches(net, im, im, torch.zeros(0, 4))
     assert empty["matches"].shape == (0, 4) and len(empty["index"]) == 0

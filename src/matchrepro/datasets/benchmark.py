@@ -14,6 +14,7 @@ import numpy as np
 
 from matchrepro.datasets import hpatches, pairs, scannet, yfcc_raw
 from matchrepro.errors import DatasetError
+from matchrepro.io import image_size
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,24 @@ def open_benchmark(cfg: dict) -> Benchmark:
             for scene in cfg["scenes"]:
                 for p in yfcc_raw.read_scene_pairs(root / "raw_data", scene, cfg["principal_point"]):
                     plist.append(Pair(len(plist), p.name0, p.name1, 0, 0, p.K0, p.K1, p.T_0to1, group=scene))
+        elif fmt == "loftr_scannet":
+            raw = scannet.read_loftr_pairs(root / cfg["pairs_file"], root / cfg["intrinsics_file"])
+            if cfg.get("max_pairs"):
+                raw = raw[: cfg["max_pairs"]]
+            k_frame = tuple(cfg.get("intrinsics_frame") or (640, 480))
+            src = str(root / cfg["intrinsics_file"])
+            sizes: dict[str, tuple[int, int]] = {}
+
+            def stored_K(K, name):
+                if name not in sizes:
+                    sizes[name] = image_size(image_dir / name)
+                return scannet.intrinsics_for_stored_frame(K, k_frame, sizes[name], src, str(image_dir / name))
+
+            plist = [Pair(p.index, p.name0, p.name1, 0, 0, stored_K(p.K0, p.name0), stored_K(p.K1, p.name1),
+                          p.T_0to1, group=p.name0.split("/")[0]) for p in raw]
         else:
-            raw = (scannet.read_loftr_pairs(root / cfg["pairs_file"], root / cfg["intrinsics_file"])
-                   if fmt == "loftr_scannet" else scannet.read_calibrated_pairs(root / cfg["pairs_file"]))
             plist = [Pair(p.index, p.name0, p.name1, 0, 0, p.K0, p.K1, p.T_0to1, group=p.name0.split("/")[0])
-                     for p in raw]
+                     for p in scannet.read_calibrated_pairs(root / cfg["pairs_file"])]
         if cfg.get("max_pairs"):
             plist = plist[: cfg["max_pairs"]]
         return Benchmark(cfg["name"], image_dir, plist, "relative_pose")

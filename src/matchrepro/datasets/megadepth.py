@@ -47,13 +47,25 @@ def read_scene_info(path: str | Path) -> SceneInfo:
     if not path.is_file():
         raise DatasetError(f"scene_info not found: {path}")
     try:
-        with np.load(path, allow_pickle=True) as z:
-            data = {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=True)
     except Exception as e:  # zipfile/pickle errors vary
+        raise DatasetError(f"{path}: cannot read scene_info ({type(e).__name__}: {e})") from None
+    if isinstance(z, dict):  # a pickled dict, not an .npz archive
+        kind = ("LoFTR's MegaDepth-1500 test scene_info (a pickled dict with 'pair_infos')"
+                if "pair_infos" in z else f"a pickled dict with keys {sorted(map(str, z))[:8]}")
+        raise DatasetError(f"{path}: this is {kind}, not a D2-Net scene_info .npz archive with "
+                           f"{', '.join(REQUIRED_KEYS)} (the megadepth_d2net format reads D2-Net's "
+                           "preprocessed scene_info; MegaDepth-1500 is not read as a test set here)")
+    if not hasattr(z, "files"):
+        raise DatasetError(f"{path}: a {type(z).__name__}, not a D2-Net scene_info .npz archive")
+    try:
+        with z:
+            data = {k: z[k] for k in z.files}
+    except Exception as e:
         raise DatasetError(f"{path}: cannot read scene_info ({type(e).__name__}: {e})") from None
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise DatasetError(f"{path}: missing keys {missing}")
+        raise DatasetError(f"{path}: missing keys {missing} (not a D2-Net scene_info)")
     return SceneInfo(
         scene=path.name.split(".")[0],
         image_paths=list(data["image_paths"]),

@@ -107,7 +107,7 @@ class Patch2PixPairs:
         F = F / np.linalg.norm(F)
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = p["R"], p["t"]
-        item = {"im1": a["image"], "im2": b["image"], "F": torch.from_numpy(F.astype(np.float32)),
+        item = {"im1": a["image"], "im2": b["image"], "F": torch.from_numpy(F.astype(np.float64)),
                 "K1": torch.from_numpy(a["K"].astype(np.float32)), "K2": torch.from_numpy(b["K"].astype(np.float32)),
                 "T_1to2": torch.from_numpy(T.astype(np.float32))}
         if self.depth:

@@ -2,7 +2,9 @@
 
 LoFTR (protocols.md §2.2): ``test.npz`` with ``name`` (N x 4: scene id, sub id, frame0, frame1)
 and ``rel_pose`` (N x 12: top 3 rows of T_0to1); ``intrinsics.npz`` maps ``sceneXXXX_XX`` to a
-3x3 K already scaled to 640 x 480; images ``<scene>/color/<frame>.jpg``.
+3x3 K *of 640 x 480 frames* (LoFTR resizes every frame to 640 x 480 and uses that K as is, whatever
+the stored size); images ``<scene>/color/<frame>.jpg``. :func:`intrinsics_for_stored_frame` turns
+that K into the K of the frame as stored, the frame every reader here reports K in.
 glue-factory: ``pairs_calibrated.txt`` lines ``name0 name1 K0(9) K1(9) T(12 or 16)``.
 """
 
@@ -41,6 +43,26 @@ def read_loftr_pairs(npz_path: str | Path, intrinsics_path: str | Path) -> list[
         out.append(PairInfo(len(out), f"{scene}/color/{f0}.jpg", f"{scene}/color/{f1}.jpg", 0, 0,
                             Ks[scene], Ks[scene], _to4x4(rel)))
     return out
+
+
+def intrinsics_for_stored_frame(K: np.ndarray, k_frame: tuple[int, int], stored: tuple[int, int],
+                                source: str, image: str) -> np.ndarray:
+    """K of a frame stored at ``stored`` = (w, h) px from a K of ``k_frame`` = (w, h) frames, as
+    LoFTR's resize to ``k_frame`` implies: ``diag(w / W_k, h / H_k, 1) @ K``.
+
+    Refuses (one line) what cannot be right: a principal point outside the K frame (the file holds
+    K of another frame size: set ``intrinsics_frame``), or a stored image whose aspect ratio is
+    not the K frame's (a crop, or another camera)."""
+    wk, hk = k_frame
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (0 < cx < wk and 0 < cy < hk):
+        raise DatasetError(f"{source}: principal point ({cx:g}, {cy:g}) lies outside the {wk}x{hk} frame its K "
+                           f"is declared for (datasets.<name>.intrinsics_frame); the file holds K of another frame size")
+    w, h = stored
+    if abs((w / h) / (wk / hk) - 1) > 0.02:
+        raise DatasetError(f"{image}: stored at {w}x{h}, not a resized copy of the {wk}x{hk} frames that {source} "
+                           "describes (aspect ratio differs); its K cannot be derived")
+    return np.diag([w / wk, h / hk, 1.0]) @ np.asarray(K, np.float64)
 
 
 def read_calibrated_pairs(path: str | Path) -> list[PairInfo]:

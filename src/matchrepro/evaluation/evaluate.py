@@ -18,7 +18,8 @@ from matchrepro.datasets.resize import describe
 from matchrepro.errors import ConfigError, DatasetError
 from matchrepro.evaluation import metrics
 from matchrepro.evaluation.pose_superglue import (
-    epipolar_precision, epipolar_precision_imp, estimate_relative_pose, estimate_relative_pose_magsac, pose_errors,
+    PoseEstimate, epipolar_precision, epipolar_precision_imp, estimate_relative_pose, estimate_relative_pose_magsac,
+    pose_errors, superglue_resized_intrinsics,
 )
 from matchrepro.geometry.camera import rotate_intrinsics, rotate_relative_pose, scale_intrinsics
 from matchrepro.geometry.homography import corner_error, warp_points
@@ -49,8 +50,15 @@ def evaluate_relative_pose(pairs, preds: dict, proto: dict) -> pd.DataFrame:
         if proto["frame"] == "resized":
             s0, s1 = np.asarray(d["scale0"]), np.asarray(d["scale1"])
             k0, k1 = k0 / s0, k1 / s1
-            K0, K1 = scale_intrinsics(K0, s0), scale_intrinsics(K1, s1)
-        if proto["solver"] == "opencv_magsac":
+            if proto["exif_intrinsics"] == "reference":  # SuperGlue's order: scale, then rotate
+                K0 = superglue_resized_intrinsics(p.K0, d["image_size0"], s0, p.rot0)
+                K1 = superglue_resized_intrinsics(p.K1, d["image_size1"], s1, p.rot1)
+            else:
+                K0, K1 = scale_intrinsics(K0, s0), scale_intrinsics(K1, s1)
+        if proto["use_matcher_pose"] and "pose_R" in d:  # the matcher's own reported pose (IMP iterative stop)
+            est = PoseEstimate(np.asarray(d["pose_R"], np.float64), np.asarray(d["pose_t"], np.float64),
+                               np.ones(len(m), bool))
+        elif proto["solver"] == "opencv_magsac":
             est = estimate_relative_pose_magsac(k0, k1, K0, K1, proto["threshold_px"], proto["confidence"],
                                                 proto["min_matches"])
         else:
@@ -127,6 +135,24 @@ HOMOGRAPHY_SOLVERS = {"opencv_ransac": cv2.RANSAC, "opencv_magsac": cv2.USAC_MAG
                       "opencv_lo_ransac": cv2.USAC_ACCURATE}
 
 
+def estimate_homography(k0: np.ndarray, k1: np.ndarray, proto: dict) -> np.ndarray | None:
+    """H (3, 3) mapping k0 -> k1 (pixels, N >= 4) with the protocol's solver, or None on failure.
+
+    ``pydegensac`` is DEGENSAC as the Patch2Pix paper era ran it (``findHomography(p1, p2, 2.0)``
+    with its confidence and iteration defaults 0.999 / 50000, Sampson error), seeded with the
+    protocol's ``seed`` (-1: unseeded, as released); the OpenCV solvers are deterministic."""
+    if proto["solver"] == "pydegensac":
+        import pydegensac
+
+        H, mask = pydegensac.findHomography(np.ascontiguousarray(k0, np.float64), np.ascontiguousarray(k1, np.float64),
+                                            float(proto["threshold_px"]), float(proto["confidence"]),
+                                            int(proto["max_iters"]), seed=int(proto["seed"]))
+        return None if H is None or not np.abs(H).sum() or not np.all(np.isfinite(H)) else H
+    H, _ = cv2.findHomography(k0, k1, HOMOGRAPHY_SOLVERS[proto["solver"]], proto["threshold_px"],
+                              maxIters=proto["max_iters"], confidence=proto["confidence"])
+    return H
+
+
 def evaluate_homography(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     """Corner error of a robust homography. Knobs: ``frame`` (``original`` pixels, or the
     ``resized`` frame the method saw, with H_gt rescaled), ``corners`` (``fixed``, or ``swapped``
@@ -148,9 +174,8 @@ def evaluate_homography(pairs, preds: dict, proto: dict) -> pd.DataFrame:
             k0, k1 = k0 / d["scale0"], k1 / d["scale1"]
             w, h = int(round(w / d["scale0"][0])), int(round(h / d["scale0"][1]))
         H = None
-        if len(m) >= proto["min_matches"]:
-            H, _ = cv2.findHomography(k0, k1, HOMOGRAPHY_SOLVERS[proto["solver"]], proto["threshold_px"],
-                                      maxIters=proto["max_iters"], confidence=proto["confidence"])
+        if len(m) >= max(4, proto["min_matches"]):
+            H = estimate_homography(k0, k1, proto)
         if proto["corners"] == "swapped":
             w, h = h, w  # the bug swaps w and h in the corner list
         rows.append({"pair_index": p.index, "name0": p.name0, "name1": p.name1, "group": p.group,
@@ -204,6 +229,37 @@ def evaluate_rows(spec: dict, predictions: str | Path, shard: tuple[int, int] | 
     return PROTOCOLS[proto["type"]][0](pairs, preds, proto)
 
 
+def pairs_file_digest(ds: dict) -> str | None:
+    """SHA-256 of the dataset's pair file (the identity of the evaluated pair set), when it has one."""
+    import hashlib
+
+    if not ds.get("pairs_file"):
+        return None
+    path = Path(ds["root"]) / ds["pairs_file"]
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def method_knobs(spec: dict) -> dict:
+    """The procedure settings of a row's method that change its numbers beside the protocol's:
+    IMP/EIMP's iterative variant (``off`` | ``released`` | ``corrected``, with ``+uncertainty``
+    for EIMP's pooled iterative mode) and SuperPoint's descriptor sampling (``superglue`` |
+    ``imp``); None where they do not apply."""
+    m = spec["method"]["matcher"]
+    f = spec.get("features") or {}
+    out = {"imp_iterative": None, "superpoint_sampling": None}
+    if m["type"] == "imp":
+        if not m.get("iterative"):
+            out["imp_iterative"] = "off"
+        else:
+            v = m.get("iterative_variant") or "released"
+            if m.get("variant") == "eimp" and m.get("uncertainty") is not False:
+                v += "+uncertainty"
+            out["imp_iterative"] = f"{v} {m.get('iterative_threshold_px') or 1.0:g}px"
+    if f.get("type") == "superpoint":
+        out["superpoint_sampling"] = f.get("descriptor_sampling") or "superglue"
+    return out
+
+
 def summarize(spec: dict, df: pd.DataFrame, out_json: str | Path, out_pairs: str | Path) -> dict:
     """Summary of all per-pair rows (with every knob that produced them), written atomically."""
     proto, bench = _setup(spec)
@@ -219,7 +275,9 @@ def summarize(spec: dict, df: pd.DataFrame, out_json: str | Path, out_pairs: str
         "protocol_config": proto,
         "resize": describe(spec["resize"]),
         "max_keypoints": spec.get("max_keypoints"),
+        "method_knobs": method_knobs(spec),
         "num_pairs": len(bench.pairs),
+        "pairs_sha256": pairs_file_digest(spec["dataset"]),
         "summary": summary,
         "versions": {"opencv": cv2.__version__, "numpy": np.__version__},
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from matchrepro.geometry.camera import pixels_to_camera
+from matchrepro.geometry.camera import pixels_to_camera, rotate_intrinsics, scale_intrinsics
 from matchrepro.geometry.epipolar import essential_from_pose, symmetric_epipolar_distance_sq
 from matchrepro.evaluation.metrics import pose_error_deg, rotation_error_deg, translation_error_deg
 
@@ -26,6 +26,7 @@ class PoseEstimate:
     R: np.ndarray | None
     t: np.ndarray | None
     inliers: np.ndarray
+    cheirality: np.ndarray | None = None  # (N,) MAGSAC inliers in front of both cameras (IMP decomposition)
 
 
 def focal_for_threshold(K0: np.ndarray, K1: np.ndarray, focal_mean: str) -> float:
@@ -94,6 +95,25 @@ def estimate_relative_pose(
     return PoseEstimate(best[0], best[1], best[2])
 
 
+def superglue_resized_intrinsics(K_stored: np.ndarray, size_upright, scale_upright, rot: int) -> np.ndarray:
+    """K of an upright *resized* image in the order SuperGlue's evaluation computes it
+    (``exif_intrinsics: reference``): the stored image's K is scaled by the scales of the
+    rotated image (SuperGlue reverses them for odd turns), then rotated with ``w - 1 - cx`` of
+    the *resized* stored image. The geometric order (``corrected``: rotate in the stored
+    original frame, then scale) puts the principal point up to 1/s - 1 px elsewhere.
+
+    Args:
+        K_stored: (3, 3) intrinsics of the stored original image.
+        size_upright: ``(w, h)`` of the upright original image (pixels).
+        scale_upright: ``(sx, sy)`` = upright original / upright resized size.
+        rot: EXIF quarter turns of the image (0..3).
+    """
+    sx, sy = (float(v) for v in scale_upright)
+    K = scale_intrinsics(K_stored, (sx, sy))
+    w, h = (int(round(float(a) / b)) for a, b in zip(size_upright, (sx, sy)))  # upright resized
+    return rotate_intrinsics(K, (h, w) if rot % 2 else (w, h), rot)
+
+
 def pose_errors(est: PoseEstimate, T_0to1: np.ndarray, fold: bool = True) -> tuple[float, float, float]:
     """(err_R, err_t, err_pose) in degrees; failures give +inf, NaN (degenerate GT) gives +inf."""
     if est.R is None:
@@ -128,10 +148,11 @@ def epipolar_precision(
 # ----------------------------------------------------------------------------------------------
 
 def decompose_essential_imp(E: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray, K0: np.ndarray,
-                            K1: np.ndarray, max_depth: float = 1000.0) -> tuple[np.ndarray, np.ndarray]:
+                            K1: np.ndarray, max_depth: float = 1000.0, return_mask: bool = False):
     """IMP's decomposition: normalise both point sets with ``(K0 + K1) / 2`` (as released),
     triangulate the four (R, +-t) candidates with P0 = [I|0] and keep the one with most points at
-    0 < depth < ``max_depth`` in both views. Returns (R (3, 3), unit t (3,))."""
+    0 < depth < ``max_depth`` in both views. Returns (R (3, 3), unit t (3,)), and with
+    ``return_mask`` also the (N,) cheirality mask of the kept candidate."""
     Kbar = (np.asarray(K0, np.float64) + np.asarray(K1, np.float64)) / 2.0
     x0 = pixels_to_camera(kpts0, Kbar)
     x1 = pixels_to_camera(kpts1, Kbar)
@@ -146,10 +167,11 @@ def decompose_essential_imp(E: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
             X = X[:3] / X[3]
         z0 = X[2]
         z1 = (R @ X + tt[:, None])[2]
-        n = int(np.sum((z0 > 0) & (z0 < max_depth) & (z1 > 0) & (z1 < max_depth)))
+        ok = (z0 > 0) & (z0 < max_depth) & (z1 > 0) & (z1 < max_depth)
+        n = int(np.sum(ok))
         if n > best_n:
-            best, best_n = (R, tt / np.linalg.norm(tt)), n
-    return best
+            best, best_n, best_ok = (R, tt / np.linalg.norm(tt)), n, ok
+    return (*best, best_ok) if return_mask else best
 
 
 def estimate_relative_pose_magsac(
@@ -171,8 +193,10 @@ def estimate_relative_pose_magsac(
     inl = mask.ravel() > 0
     if inl.sum() < min_matches:
         return PoseEstimate(None, None, inl)
-    R, t = decompose_essential_imp(E, k0[inl], k1[inl], K0, K1)
-    return PoseEstimate(R, t, inl)
+    R, t, ok = decompose_essential_imp(E, k0[inl], k1[inl], K0, K1, return_mask=True)
+    cheir = np.zeros(n, bool)
+    cheir[np.flatnonzero(inl)[ok]] = True
+    return PoseEstimate(R, t, inl, cheir)
 
 
 def epipolar_precision_imp(kpts0, kpts1, K0, K1, T_0to1, threshold: float = 0.005) -> tuple[float, int]:

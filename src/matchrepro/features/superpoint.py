@@ -9,10 +9,23 @@ from matchrepro.models.checkpoints import extract_state_dict, load_checkpoint, l
 from matchrepro.models.superpoint import SuperPoint
 
 
+SAMPLING = {"superglue": True, "imp": False}
+
+
+def descriptor_align_corners(cfg: dict) -> bool:
+    mode = cfg.get("descriptor_sampling") or "superglue"
+    if mode not in SAMPLING:
+        raise ValueError(f"features.descriptor_sampling: {mode!r} (expected one of {sorted(SAMPLING)})")
+    return SAMPLING[mode]
+
+
 class SuperPointExtractor:
     """Config keys: ``max_keypoints``, ``nms_radius`` (px), ``detection_threshold`` (the
     keypoint score threshold; note that IMP's dump passes it under a key SuperPoint ignores, so
-    its effective value there is 0.0025, imp.md §4.1), ``remove_borders`` (px, default 4)."""
+    its effective value there is 0.0025, imp.md §4.1), ``remove_borders`` (px, default 4),
+    ``descriptor_sampling``: ``superglue`` (bilinear with align_corners=True, SuperGlue's SuperPoint)
+    or ``imp`` (align_corners=False, as IMP's own SuperPoint runs on torch 1.12 and later; the
+    official IMP weights were trained and evaluated on it)."""
 
     def __init__(self, cfg: dict, weights, device: str = "auto"):
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
@@ -21,6 +34,7 @@ class SuperPointExtractor:
             "keypoint_threshold": float(cfg.get("detection_threshold", 0.005)),
             "max_keypoints": int(cfg.get("max_keypoints", -1)),
             "remove_borders": int(cfg.get("remove_borders", 4)),
+            "descriptor_align_corners": descriptor_align_corners(cfg),
         })
         load_state_dict_strict(self.model, extract_state_dict(load_checkpoint(weights)), str(weights))
         self.model.eval().to(self.device)

@@ -6,7 +6,20 @@ the upright-original image size, as the release does with the stored image's W a
 Method config (``matcher:``): ``variant`` imp | eimp, ``threshold`` (p, 0.2), ``pooling``
 (eimp: ``mask`` as the released batch code, ``prune`` physically removes pruned keypoints),
 ``dual_softmax``, and ``iterative`` with ``iterative_threshold_px`` (imp.md §1.5/§4.3: MAGSAC
-between iterations, early stop when the pose changes by ≤ 1.5°).
+between iterations, early stop when the pose changes by ≤ 1.5°), ``uncertainty`` (eimp iterative:
+pool with θ_m = 0.2 × inlier ratio, the release's ``--use_uncertainty``; without it the release
+runs the plain iterative loop with no pooling) and ``iterative_variant``:
+
+``released`` (eval/matching.py ``matching_iterative*`` as it runs):
+  * the "inlier" mask starts all true and only the MAGSAC inliers are overwritten with the
+    cheirality test, so MAGSAC outliers stay marked; an early stop returns the p = 0.1 matches
+    under that mask, and θ_m = 0.2 × its mean;
+  * the stopped pose is the reported pose (returned as ``pose``; IMP's protocols use it);
+  * a pose is also estimated after iteration 15: within 1.5° of the previous one it stops there;
+  * a pose iteration with fewer than 25 matches does not pool.
+``corrected`` (this project's earlier reading): the mask is the MAGSAC inlier set, no pose is
+returned (the evaluator re-estimates from the matches), the loop ends at iteration 15 before any
+pose, and an iteration with fewer than 25 matches still pools with θ_m = 0.2.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ ITERATIVE_POSE_ITERATIONS = tuple(sorted(POOL_ITERATIONS | {NUM_ITERATIONS - 1})
 ITERATIVE_MIN_MATCHES = 25
 ITERATIVE_THRESHOLD = 0.1
 EARLY_STOP_DEG = 1.5
+ITERATIVE_VARIANTS = ("released", "corrected")
 
 
 def load_imp(weights: str | Path, variant: str | None = None, device="cpu", **kw) -> IMP:
@@ -57,10 +71,17 @@ class IMPMatcher:
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         variant = m.get("variant") or "imp"
-        pooling = m.get("pooling") or ("prune" if m.get("iterative") else "mask")
+        self.iterative = bool(m.get("iterative"))
+        self.uncertainty = m.get("uncertainty")
+        self.uncertainty = True if self.uncertainty is None else bool(self.uncertainty)
+        self.procedure = m.get("iterative_variant") or "released"
+        if self.procedure not in ITERATIVE_VARIANTS:
+            raise ValueError(f"matcher.iterative_variant: {self.procedure!r} (expected one of {ITERATIVE_VARIANTS})")
+        pooling = m.get("pooling") or ("prune" if self.iterative else "mask")
         self.model = load_imp(weights, variant, self.device, match_threshold=m.get("threshold") or 0.2,
                               dual_softmax=bool(m.get("dual_softmax")), pooling=pooling)
-        self.iterative = bool(m.get("iterative"))
+        if self.iterative and not self.uncertainty:  # the release's plain iterative loop: no pooling
+            self.model.pooling = None
         self.threshold_px = float(m.get("iterative_threshold_px") or 1.0)
 
     def _data(self, a: dict, b: dict) -> dict:
@@ -75,11 +96,13 @@ class IMPMatcher:
     def __call__(self, a: dict, b: dict, K0=None, K1=None) -> dict:
         """``a``, ``b``: features of the two images (``keypoints`` (N, 2) px, ``scores``,
         ``descriptors`` (N, D), ``image_size`` (w, h)). Returns ``matches (K, 2)``, ``scores (K,)``,
-        ``stopped_at`` (1-based iteration of the iterative mode, 15 otherwise) and ``retained``
-        (keypoints of each image entering each iteration that ran, ``[(n0, n1), ...]``)."""
+        ``stopped_at`` (1-based iteration of the iterative mode, 15 otherwise), ``retained``
+        (keypoints of each image entering each iteration that ran, ``[(n0, n1), ...]``) and
+        ``pose``: ``(R (3, 3), unit t (3,))`` of a released iterative stop (``T_0to1`` in the
+        keypoints' frame with ``K0``/``K1``), else None."""
         if len(a["keypoints"]) == 0 or len(b["keypoints"]) == 0:
             return {"matches": np.zeros((0, 2), np.int64), "scores": np.zeros(0, np.float32),
-                    "stopped_at": NUM_ITERATIONS, "retained": []}
+                    "stopped_at": NUM_ITERATIONS, "retained": [], "pose": None}
         data = self._data(a, b)
         if self.iterative:
             if K0 is None or K1 is None:
@@ -87,7 +110,8 @@ class IMPMatcher:
             return self._iterative(data, a["keypoints"], b["keypoints"], K0, K1)
         with torch.no_grad():
             r = self.model.match(data)
-        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS, "retained": r["retained"]}
+        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS, "retained": r["retained"],
+                                                            "pose": None}
 
     @staticmethod
     def _pack(m0: torch.Tensor, s0: torch.Tensor) -> dict:
@@ -98,9 +122,9 @@ class IMPMatcher:
     @torch.no_grad()
     def _iterative(self, data, k0, k1, K0, K1) -> dict:
         """imp.md §1.5: a pose after iterations 4, 6, ..., 14 and 15 (1-based) from matches with
-        p = 0.1 (at least 25); stop when it moved ≤ 1.5° since the previous one and return that
-        estimate's MAGSAC inliers; otherwise the last head with the usual threshold."""
-        model = self.model
+        p = 0.1 (at least 25); stop when it moved ≤ 1.5° since the previous one; otherwise the
+        last head with the usual threshold. The two variants differ as the module docstring says."""
+        model, released = self.model, self.procedure == "released"
         st = model.start(data)
         prev, retained = None, []
         for ni in range(NUM_ITERATIONS):
@@ -109,25 +133,34 @@ class IMPMatcher:
             if ni not in ITERATIVE_POSE_ITERATIONS:
                 continue
             P = model.head(st, ni)
-            if ni == NUM_ITERATIONS - 1:
+            last = ni == NUM_ITERATIONS - 1
+            if last and not released:
                 break
             r = model.extract(st, P, ITERATIVE_THRESHOLD)
             out = self._pack(r["matches0"], r["mscores0"])
             confidence = None
             if len(out["matches"]) < ITERATIVE_MIN_MATCHES:
                 prev = None
+                if released:  # the release skips pooling on this iteration
+                    continue
             else:
                 m = out["matches"]
                 est = estimate_relative_pose_magsac(k0[m[:, 0]], k1[m[:, 1]], K0, K1, self.threshold_px)
                 cur = (est.R, est.t) if est.R is not None else None
-                if cur is not None and prev is not None and _pose_change_deg(cur, prev) <= EARLY_STOP_DEG:
+                if released:  # all true, the MAGSAC inliers overwritten by the cheirality test
+                    keep = ~est.inliers | (est.cheirality if est.cheirality is not None else est.inliers)
+                else:
                     keep = est.inliers
+                if cur is not None and prev is not None and _pose_change_deg(cur, prev) <= EARLY_STOP_DEG:
                     return {"matches": m[keep], "scores": out["scores"][keep], "stopped_at": ni + 1,
-                            "retained": retained}
+                            "retained": retained, "pose": cur if released else None}
                 prev = cur
                 if cur is not None and model.pooling is not None:
-                    confidence = 0.2 * float(est.inliers.mean())  # the uncertainty variant's θ_m
+                    confidence = 0.2 * float(keep.mean())  # the uncertainty variant's θ_m
+            if last:
+                break
             if model.pooling is not None and ni in POOL_ITERATIONS:
                 model.pool(st, P, 0.2 if confidence is None else confidence)
         r = model.extract(st, P, model.match_threshold)
-        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS, "retained": retained}
+        return self._pack(r["matches0"], r["mscores0"]) | {"stopped_at": NUM_ITERATIONS, "retained": retained,
+                                                            "pose": None}

@@ -53,6 +53,10 @@ class Patch2PixMatcher:
         if self.threshold is None:
             self.threshold = 0.5 if self.kind == "patch2pix" else 0.9
         self.model = load_model(self.kind, weights, dev)
+        self.refine_fallback = method["matcher"].get("refine_fallback") or "all"
+        if self.refine_fallback not in ("all", "none"):
+            raise ConfigError(f"methods.{method.get('name', '?')}.matcher.refine_fallback: {self.refine_fallback!r} "
+                              "(expected 'all' or 'none')")
 
     def __call__(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1) -> dict:
         """Resized RGB images and their scales -> keypoints0/1 (N, 2) in upright-original
@@ -63,13 +67,15 @@ class Patch2PixMatcher:
     def refine(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1, pts0: np.ndarray, pts1: np.ndarray) -> dict:
         """Refine another method's matches ``pts0``/``pts1`` (N, 2) given in upright-original
         pixels: into the resized frame (divided by the scale), mid + fine regressors, kept where
-        the fine confidence exceeds the threshold, back to original pixels (as :meth:`__call__`)."""
+        the fine confidence exceeds the threshold (all of them when none does, the released
+        ``refine_fallback: all``; ``none`` keeps none), back to original pixels (as :meth:`__call__`)."""
         if self.kind != "patch2pix":
             raise ConfigError("only Patch2Pix refines matches (matcher type patch2pix)")
         s0, s1 = np.asarray(scale0, np.float64), np.asarray(scale1, np.float64)
         m = np.concatenate([np.asarray(pts0, np.float64) / s0, np.asarray(pts1, np.float64) / s1], 1).reshape(-1, 4)
         out = refine_matches(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device),
-                             torch.from_numpy(m).float().to(self.device), self.threshold)
+                             torch.from_numpy(m).float().to(self.device), self.threshold,
+                             keep_all_if_none=self.refine_fallback == "all")
         return self._to_original(out, scale0, scale1)
 
     @staticmethod

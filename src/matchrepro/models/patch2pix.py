@@ -388,13 +388,14 @@ def predict(model: NCNet, im1: torch.Tensor, im2: torch.Tensor, threshold: float
 
 @torch.no_grad()
 def refine_matches(model: Patch2Pix, im1: torch.Tensor, im2: torch.Tensor, matches: torch.Tensor,
-                   threshold: float = 0.5) -> dict:
+                   threshold: float = 0.5, keep_all_if_none: bool = True) -> dict:
     """Patch2Pix as a refiner of another method's matches (``Patch2PixRefined``, §1.5): the given
     matches (N, 4) [x1, y1, x2, y2] in pixels of the resized images (1, 3, H, W) go straight to
     the mid then fine regressors (no NC stage, no expansion); the refined matches whose fine
     confidence exceeds ``threshold`` are returned (``matches`` (M, 4), ``scores`` (M,), and
-    ``index`` (M,) into the input rows). Zero input matches return empty outputs (the released
-    early return, patch2pix#6)."""
+    ``index`` (M,) into the input rows). When none passes, ``keep_all_if_none`` (immatch's
+    Patch2PixRefined as released) returns *all* refined matches, as :func:`predict` does; False
+    returns none. Zero input matches return empty outputs (the released early return, patch2pix#6)."""
     if len(matches) == 0:
         empty = matches.new_zeros(0, 4).float()
         return {"matches": empty, "scores": empty[:, 0], "index": torch.zeros(0, dtype=torch.long, device=matches.device)}
@@ -403,4 +404,6 @@ def refine_matches(model: Patch2Pix, im1: torch.Tensor, im2: torch.Tensor, match
     sizes = [(im1.shape[3], im1.shape[2]), (im2.shape[3], im2.shape[2])]
     _, _, fine, prob = model.refine_levels(f1, f2, matches.float(), sizes)
     index = torch.nonzero(prob > threshold).flatten()
+    if len(index) == 0 and keep_all_if_none:
+        index = torch.arange(len(prob), device=prob.device)
     return {"matches": fine[index], "scores": prob[index], "index": index}

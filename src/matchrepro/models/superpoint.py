@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULTS = {"nms_radius": 4, "keypoint_threshold": 0.005, "max_keypoints": -1, "remove_borders": 4}
+DEFAULTS = {"nms_radius": 4, "keypoint_threshold": 0.005, "max_keypoints": -1, "remove_borders": 4,
+            "descriptor_align_corners": True}
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -30,14 +31,17 @@ def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.where(max_mask, scores, zeros)
 
 
-def sample_descriptors(kpts: torch.Tensor, desc: torch.Tensor, s: int = 8) -> torch.Tensor:
+def sample_descriptors(kpts: torch.Tensor, desc: torch.Tensor, s: int = 8, align_corners: bool = True) -> torch.Tensor:
     """Bilinear descriptors at pixel keypoints ``(N, 2)`` from a map ``(1, C, h, w)`` of stride s,
-    with the reference's ``(kp - s/2 + 0.5) / (w*s - s/2 - 0.5)`` normalisation; returns ``(N, C)``."""
+    with the reference's ``(kp - s/2 + 0.5) / (w*s - s/2 - 0.5)`` normalisation; returns ``(N, C)``.
+
+    ``align_corners``: True as SuperGlue's SuperPoint samples; IMP's own SuperPoint (its evaluation
+    and MegaDepth dump) takes False, because its torch-version test is false for torch 1.12 and 2.x."""
     _, c, h, w = desc.shape
     k = kpts - s / 2 + 0.5
     k = k / torch.tensor([w * s - s / 2 - 0.5, h * s - s / 2 - 0.5], dtype=k.dtype, device=k.device)
     k = k * 2 - 1
-    d = F.grid_sample(desc, k.view(1, 1, -1, 2), mode="bilinear", align_corners=True)
+    d = F.grid_sample(desc, k.view(1, 1, -1, 2), mode="bilinear", align_corners=align_corners)
     return F.normalize(d.reshape(c, -1), p=2, dim=0).t()
 
 
@@ -45,7 +49,7 @@ class SuperPoint(nn.Module):
     """VGG-style encoder, 65-way detector head and 256-d descriptor head.
 
     Config: ``nms_radius`` (px), ``keypoint_threshold``, ``max_keypoints`` (-1: all),
-    ``remove_borders`` (px)."""
+    ``remove_borders`` (px), ``descriptor_align_corners`` (see :func:`sample_descriptors`)."""
 
     def __init__(self, config: dict | None = None):
         super().__init__()
@@ -104,6 +108,7 @@ class SuperPoint(nn.Module):
                 order = order[: int(cfg["max_keypoints"])]
             yx, sc = yx[order], sc[order]
             kpts = yx.flip(1).to(image.dtype)
-            d = sample_descriptors(kpts, desc[b:b + 1]) if len(kpts) else desc.new_zeros(0, 256)
+            d = (sample_descriptors(kpts, desc[b:b + 1], align_corners=bool(cfg["descriptor_align_corners"]))
+                 if len(kpts) else desc.new_zeros(0, 256))
             out.append({"keypoints": kpts, "scores": sc, "descriptors": d})
         return out

@@ -46,13 +46,37 @@ def fetch_dataset(ds: dict, out: str | Path, cache: str | Path) -> Path:
                 extract(path, tmp)
             else:
                 shutil.copy2(path, tmp / path.name)
-        missing = [e for e in expected_paths(ds) if not (tmp / e).exists()]
-        if missing:
-            raise ConfigError(
-                f"datasets.{ds['name']}: after download, '{missing[0]}' is missing under the dataset "
-                f"folder (check pairs_file / image_dir / sequences_dir against the archive layout)"
-            )
+        check_layout(ds, tmp)
     return Path(out)
+
+
+def check_layout(ds: dict, root: Path) -> None:
+    """Refuse (one line) a dataset folder whose layout does not fit the config: a missing pairs
+    file, image or sequence folder, or a pairs file whose first pair's images are not under
+    ``image_dir`` (the reader would fail at the first image), naming an image the folder does have."""
+    missing = [e for e in expected_paths(ds) if not (root / e).exists()]
+    if missing:
+        raise ConfigError(
+            f"datasets.{ds['name']}: after download, '{missing[0]}' is missing under the dataset "
+            f"folder (check pairs_file / image_dir / sequences_dir against the archive layout)"
+        )
+    if ds["format"] not in ("superglue_pairs", "calibrated_pairs"):
+        return
+    from matchrepro.datasets import pairs as sg_pairs, scannet
+
+    reader = sg_pairs.read_pairs if ds["format"] == "superglue_pairs" else scannet.read_calibrated_pairs
+    listed = reader(root / ds["pairs_file"])
+    if not listed:
+        raise ConfigError(f"datasets.{ds['name']}: {ds['pairs_file']} lists no pairs")
+    image_dir = root / ds.get("image_dir", ".")
+    first = listed[0].name0
+    if not (image_dir / first).is_file():
+        have = next((p.relative_to(image_dir).as_posix() for p in sorted(image_dir.rglob("*"))
+                     if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".ppm")), None)
+        raise ConfigError(
+            f"datasets.{ds['name']}: {ds['pairs_file']} names '{first}', which is not under image_dir "
+            f"'{ds.get('image_dir', '.')}'" + (f" (the folder has e.g. '{have}')" if have else " (no images there)")
+        )
 
 
 def fetch_weights(w: dict, out: str | Path) -> Path:

@@ -46,12 +46,19 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
 
         if weights is None:
             raise ConfigError(f"methods.{method['name']}.weights: the imp matcher needs weights")
+        from matchrepro.evaluation.evaluate import upright_geometry
+
         imp = IMPMatcher(method, weights)
 
         def match_fn(a, b, p):
-            r = imp(a, b, p.K0, p.K1)
-            return r["matches"], r["scores"], {"stopped_at": r["stopped_at"],
-                                               "retained": np.asarray(r["retained"], np.int64).reshape(-1, 2)}
+            K0 = K1 = None
+            if getattr(p, "K0", None) is not None:  # the keypoints' frame: upright original pixels
+                K0, K1, _ = upright_geometry(p, {"image_size0": a["image_size"], "image_size1": b["image_size"]})
+            r = imp(a, b, K0, K1)
+            extra = {"stopped_at": r["stopped_at"], "retained": np.asarray(r["retained"], np.int64).reshape(-1, 2)}
+            if r.get("pose") is not None:  # a released iterative stop: the reported pose (imp.md §1.5)
+                extra["pose_R"], extra["pose_t"] = np.asarray(r["pose"][0], np.float64), np.asarray(r["pose"][1], np.float64)
+            return r["matches"], r["scores"], extra
     else:
         def match_fn(a, b, p):
             m, s = match_nearest_neighbour(a["descriptors"], b["descriptors"], mutual=matcher["mutual"],

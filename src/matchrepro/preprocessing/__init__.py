@@ -17,8 +17,13 @@ def scene_ids(root: str | Path, exclude: list[str] | tuple[str, ...] = ()) -> li
 
 
 def scene_info_path(root: str | Path, scene: str) -> Path:
+    """The scene_info file of ``scene``: ``<scene>.npz`` or ``<scene>.0.npz`` (D2-Net), else any
+    ``<scene>.*.npz`` :func:`scene_ids` listed it from (read_scene_info then says what it is)."""
     d = Path(root) / "scene_info"
     for name in (f"{scene}.npz", f"{scene}.0.npz"):
         if (d / name).is_file():
             return d / name
+    other = sorted(p for p in d.glob(f"{scene}.*npz") if p.name.split(".")[0] == scene)
+    if other:
+        return other[0]
     raise DatasetError(f"no scene_info for scene {scene} in {d}")

@@ -1,8 +1,10 @@
 """IMP online training pairs of one MegaDepth scene: the pair list only, no features.
 
 The same pair selection as ``imp_dump`` step 2 without its keypoint filters (imp.md §3.1):
-``min_overlap <= overlap[i, j] <= max_overlap`` (i < j) and at least ``min_shared_points``
-shared SfM points. The online sampler (:mod:`matchrepro.datasets.imp_online`) extracts the
+``min_overlap <= overlap[i, j] <= max_overlap`` and at least ``min_shared_points`` shared SfM
+points. A D2-Net overlap matrix is directional ([i, j] = shared points / points of i): with
+``procedure: released`` (the release's dump) every ordered (i, j), i != j, is a candidate filtered
+by its own direction, so (i, j) and (j, i) can both be pairs; ``corrected`` takes i < j only. The online sampler (:mod:`matchrepro.datasets.imp_online`) extracts the
 features and the ground truth from depth and pose while training, so this step takes seconds
 where the dump takes days at full scale.
 
@@ -20,16 +22,28 @@ import numpy as np
 from matchrepro.datasets.megadepth import read_scene_info
 from matchrepro.io import atomic_path
 
-DEFAULTS = {"min_overlap": 0.1, "max_overlap": 0.8, "min_shared_points": 20}
+DEFAULTS = {"min_overlap": 0.1, "max_overlap": 0.8, "min_shared_points": 20, "procedure": "released"}
+PROCEDURES = ("released", "corrected")
+
+
+def check_procedure(p: dict) -> str:
+    proc = p.get("procedure", "released")
+    if proc not in PROCEDURES:
+        raise ValueError(f"preprocessing params.procedure: {proc!r} (expected one of {PROCEDURES})")
+    return proc
 
 
 def candidate_pairs(info, indices, p: dict):
-    """Yield ``(a, b)`` positions into ``indices`` (scene image indices, a < b) whose images
-    overlap within [min_overlap, max_overlap] and share at least ``min_shared_points`` SfM points."""
+    """Yield ``(a, b)`` positions into ``indices`` (scene image indices) whose images overlap
+    within [min_overlap, max_overlap] (``overlap[i, j]``, directional) and share at least
+    ``min_shared_points`` SfM points: every ordered a != b (``released``) or a < b (``corrected``)."""
     id2d = info.extra.get("points3D_id_to_2D")
     ov = info.overlap_matrix
+    directed = check_procedure(p) == "released"
     for a in range(len(indices)):
-        for b in range(a + 1, len(indices)):
+        for b in range(len(indices)):
+            if b == a or (b < a and not directed):
+                continue
             i, j = indices[a], indices[b]
             if not p["min_overlap"] <= ov[i, j] <= p["max_overlap"]:
                 continue

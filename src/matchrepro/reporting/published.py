@@ -2,8 +2,10 @@
 
 Each published entry (``report/published.yaml``) is put beside our row of the same benchmark,
 method and protocol. The difference (ours − published) is given only when the protocol is the
-same named protocol *and* our row was computed on the real dataset; otherwise the row says why it
-is not compared (demo data, protocol differs, no reproduction yet) instead of comparing.
+same named protocol, our row was computed on the real dataset, *and* on the published pair set
+(as many pairs as the entry's ``num_pairs``, and the same pair file where the entry names its
+``pairs_sha256``); otherwise the row says why it is not compared (demo data, a subset or another
+pair file, protocol differs, no reproduction yet) instead of comparing.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def compare(ours: pd.DataFrame, published: list[dict], benchmark: str, dataset: 
         same_method_other_protocol = (mine[(mine.method == e["method"])] if e["method"] else mine.iloc[0:0])
         if len(match):
             r = match.iloc[0]
-            status = "compared" if r["source"] != "demo" else "not compared: ours is on demo data"
+            status = _status(r, e)
         elif len(same_method_other_protocol):
             r, status = None, "not compared: protocol differs (" + ", ".join(sorted(set(same_method_other_protocol.protocol))) + ")"
         elif e["method"] is None:
@@ -59,8 +61,25 @@ def compare(ours: pd.DataFrame, published: list[dict], benchmark: str, dataset: 
                 "difference": val - pub if status == "compared" else float("nan"),
                 "status": status, "source": e["source"], "tag": e["tag"],
                 "our_source": r["source"] if r is not None else "–",
+                "published_pairs": e.get("num_pairs"),
+                "our_pairs": int(r["num_pairs"]) if r is not None and "num_pairs" in r and pd.notna(r["num_pairs"]) else None,
             })
     return pd.DataFrame(rows)
+
+
+def _status(r, e: dict) -> str:
+    """Whether our row ``r`` evaluates what the published entry ``e`` measured."""
+    if r["source"] == "demo":
+        return "not compared: ours is on demo data"
+    want = e.get("num_pairs")
+    have = int(r["num_pairs"]) if "num_pairs" in r and pd.notna(r["num_pairs"]) else None
+    if want is not None and have != want:
+        return f"not compared: ours is on {have} pairs, the published number on {want}"
+    sha = e.get("pairs_sha256")
+    ours = r.get("pairs_sha256") if hasattr(r, "get") else None
+    if sha and ours is not None and isinstance(ours, str) and ours != sha:
+        return "not compared: ours is on another pair file (SHA-256 differs)"
+    return "compared"
 
 
 def _fmt(v: float) -> str:
@@ -82,10 +101,14 @@ def write_comparisons(ours: pd.DataFrame, published: list[dict], benchmarks: dic
             lines.append("No published numbers are listed for this benchmark.\n")
         else:
             metrics = [m for m in METRIC_ORDER if m in set(df.metric)]
-            lines.append("| published | method | protocol | status | " + " | ".join(metrics) + " | source |\n")
-            lines.append("|---" * (5 + len(metrics)) + "|\n")
+            lines.append("| published | method | protocol | pairs (ours / published) | status | " + " | ".join(metrics)
+                         + " | source |\n")
+            lines.append("|---" * (6 + len(metrics)) + "|\n")
             for (label, method, protocol, status, source, tag), g in df.groupby(
                     ["published_label", "method", "protocol", "status", "source", "tag"], sort=False):
+                first = g.iloc[0]
+                pairs = (f"{'–' if pd.isna(first.our_pairs) else int(first.our_pairs)} / "
+                         f"{'–' if pd.isna(first.published_pairs) else int(first.published_pairs)}")
                 cells = []
                 by = {r.metric: r for r in g.itertuples()}
                 for m in metrics:
@@ -97,7 +120,7 @@ def write_comparisons(ours: pd.DataFrame, published: list[dict], benchmarks: dic
                     if pd.notna(r.difference):
                         cell += f" ({r.difference:+.3g})"
                     cells.append(cell)
-                lines.append(f"| {label} | {method} | {protocol} | {status} | " + " | ".join(cells)
+                lines.append(f"| {label} | {method} | {protocol} | {pairs} | {status} | " + " | ".join(cells)
                              + f" | {source} [{tag}] |\n")
         write_text_atomic(md, "".join(lines))
         from matchrepro.reporting.tables import to_html

@@ -18,9 +18,10 @@ from matchrepro.io import atomic_path, write_text_atomic
 #: The knobs that apply to each protocol type (CSV columns; others stay empty).
 KNOBS = {
     "relative_pose": ("solver", "threshold_px", "confidence", "max_iters", "focal_mean", "frame",
-                      "recover_pose", "fold_translation", "min_matches", "precision_definition", "epipolar_threshold"),
+                      "recover_pose", "exif_intrinsics", "fold_translation", "min_matches", "precision_definition",
+                      "epipolar_threshold"),
     "homography": ("solver", "threshold_px", "confidence", "max_iters", "min_matches", "max_matches",
-                   "corners", "frame"),
+                   "corners", "frame", "seed"),
     "hpatches_mma": (),
 }
 
@@ -35,6 +36,7 @@ def protocol_knobs(proto: dict) -> str:
         "focal_mean": "focal={}", "frame": "frame={}", "recover_pose": "recoverPose={}",
         "fold_translation": "t-fold={}", "min_matches": "min={}", "epipolar_threshold": "epi<{:g}",
         "precision_definition": "prec={}", "max_matches": "top={}", "corners": "corners={}",
+        "seed": "seed={}", "use_matcher_pose": "matcher-pose={}", "exif_intrinsics": "exif-K={}",
     }
     return " ".join(fmt[k].format(proto[k]) for k in applicable_knobs(proto) if proto.get(k) is not None)
 
@@ -44,6 +46,12 @@ def applicable_knobs(proto: dict) -> tuple[str, ...]:
     knobs = KNOBS[proto["type"]]
     if proto["type"] == "relative_pose" and proto.get("solver") == "opencv_magsac":
         knobs = tuple(k for k in knobs if k not in ("focal_mean", "recover_pose", "max_iters"))
+    if proto["type"] == "relative_pose" and proto.get("frame") != "resized":
+        knobs = tuple(k for k in knobs if k != "exif_intrinsics")
+    if proto["type"] == "relative_pose" and proto.get("use_matcher_pose"):
+        knobs = knobs + ("use_matcher_pose",)
+    if proto["type"] == "homography" and proto.get("solver") != "pydegensac":
+        knobs = tuple(k for k in knobs if k != "seed")
     return knobs
 
 
@@ -67,27 +75,32 @@ def rows_for(results: list[dict]) -> pd.DataFrame:
             "protocol_knobs": protocol_knobs(proto),
         }
         row.update({k: proto.get(k) for k in applicable_knobs(proto)})
+        row.update(r.get("method_knobs") or {})
         row.update({"resize": r["resize"], "max_keypoints": r["max_keypoints"],
-                    "num_pairs": r["num_pairs"], "num_failures": r["summary"].get("num_failures", 0)})
+                    "num_pairs": r["num_pairs"], "num_failures": r["summary"].get("num_failures", 0),
+                    "pairs_sha256": r.get("pairs_sha256")})
         row.update({k: v for k, v in r["summary"].items() if k != "num_failures"})
         rows.append(row)
     df = pd.DataFrame(rows)
     front = ["method", "dataset", "source", "protocol", "protocol_type", "protocol_knobs",
              *dict.fromkeys(k for ks in KNOBS.values() for k in ks),
-             "resize", "max_keypoints", "num_pairs", "num_failures"]
+             "imp_iterative", "superpoint_sampling", "resize", "max_keypoints", "num_pairs", "num_failures"]
     front = [c for c in front if c in df.columns]
     return df[front + sorted(c for c in df.columns if c not in front)]
 
 
 def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
-    cols = [c for c in cols if c in df.columns]
+    optional = ("imp_iterative", "superpoint_sampling")  # method knobs: shown where some row has one
+    cols = [c for c in cols if c in df.columns and not (c in optional and df[c].isna().all())]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = ""
     for _, r in df.iterrows():
         cells = []
         for c in cols:
             v = r[c]
-            if isinstance(v, float):
+            if v is None:
+                cells.append("–")
+            elif isinstance(v, float):
                 cells.append("–" if pd.isna(v) else (f"{v:.3f}" if c.startswith("mma") or "_mma" in c else f"{v:.2f}"))
             else:
                 cells.append(str(v))
@@ -96,7 +109,8 @@ def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
 
 
 MD_COLUMNS = {
-    "relative_pose": ["method", "source", "protocol", "protocol_knobs", "resize", "max_keypoints",
+    "relative_pose": ["method", "source", "protocol", "protocol_knobs", "imp_iterative", "superpoint_sampling",
+                      "resize", "max_keypoints",
                       "num_pairs", "num_failures", "auc@5deg", "auc@10deg", "auc@20deg",
                       "precision", "matching_score", "mean_matches"],
     "hpatches_mma": ["method", "source", "protocol", "resize", "max_keypoints", "num_pairs",

@@ -43,8 +43,10 @@ PATCH2PIX_DEFAULTS = {
     "arch": None, "image_size": [480, 320], "feat_idx": [0, 1, 2, 3], "ptmax": 400, "panc": 8, "pshift": 8,
     "cls_dthres": [50.0, 5.0], "epi_dthres": [50.0, 5.0], "weight_cls": 10.0, "weight_epi": [1.0, 1.0],
     "freeze_bn": False, "offset_init": "released", "regression_target": "epipolar",
+    "sampson_dtype": "float64",  # as released; float32 was this project's earlier computation
     **VAL_DEFAULTS, "val_threshold": 0.5,
 }
+SAMPSON_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 REGRESSION_TARGETS = ("epipolar", "reprojection")
 
 
@@ -167,6 +169,9 @@ class Patch2PixTask(_PairsTask):
 
     def __init__(self, name, params, data_index, dataset_root, init=None, val_index=None):
         self.p = check_params(name, params, PATCH2PIX_DEFAULTS)
+        if self.p["sampson_dtype"] not in SAMPSON_DTYPES:
+            raise ConfigError(f"training.{name}.params.sampson_dtype: {self.p['sampson_dtype']!r} "
+                              f"(expected one of {sorted(SAMPSON_DTYPES)})")
         if self.p["regression_target"] not in REGRESSION_TARGETS:
             raise ConfigError(f"training.{name}.params.regression_target must be one of {list(REGRESSION_TARGETS)}, "
                               f"got {self.p['regression_target']!r}")
@@ -205,7 +210,7 @@ class Patch2PixTask(_PairsTask):
             if self.p["regression_target"] == "reprojection":
                 dist = partial(losses.transfer_sq, depth1=batch["depth1"][b], K1=batch["K1"][b], K2=batch["K2"][b],
                                T_1to2=batch["T_1to2"][b])
-            pairs.append(losses.pair_loss(o["coarse"], o["mid"], o["prob_mid"], o["fine"], o["prob_fine"], batch["F"][b],
+            pairs.append(losses.pair_loss(o["coarse"], o["mid"], o["prob_mid"], o["fine"], o["prob_fine"], batch["F"][b].to(SAMPSON_DTYPES[self.p["sampson_dtype"]]),
                                           self.p["cls_dthres"], self.p["epi_dthres"], self.p["weight_epi"], dist))
         self.skipped += sum(p is None for p in pairs)
         return losses.total_loss(pairs, self.p["weight_cls"])
