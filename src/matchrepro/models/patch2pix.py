@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from matchrepro.models.conv4d import Conv4d
+from matchrepro.models.conv4d import Conv4d, conv4d_fast, swap_kernel
 from matchrepro.models.resnet import RESNET34_BLOCKS, RESNET34_WIDTHS, ResNet34
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -77,6 +77,28 @@ class NeighConsensus(nn.Module):
         self.symmetric = symmetric
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 1, h1, w1, h2, w2) -> the same shape. Computed as matrix products
+        (:func:`~matchrepro.models.conv4d.conv4d_fast`: a few large conv2d calls); the swapped branch runs in the unswapped
+        frame with swapped kernels, and the first layer of both branches is one GEMM. Equal to
+        :meth:`forward_reference` (the released order of operations) to float32 rounding."""
+        convs = [m for m in self.conv if isinstance(m, Conv4d)]
+        if not self.symmetric:
+            h = x
+            for c in convs:
+                h = torch.relu(conv4d_fast(h, c.weight, c.bias))
+            return h
+        first = convs[0]
+        w = torch.cat([first.weight, swap_kernel(first.weight)], 1)
+        bias = None if first.bias is None else torch.cat([first.bias, first.bias])
+        h = torch.relu(conv4d_fast(x, w, bias))
+        ha, hb = h[:, : first.weight.shape[1]], h[:, first.weight.shape[1]:]
+        for c in convs[1:]:
+            ha = torch.relu(conv4d_fast(ha, c.weight, c.bias))
+            hb = torch.relu(conv4d_fast(hb, swap_kernel(c.weight), c.bias))
+        return ha + hb
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The released formulation: the Conv4d stack on x plus the stack on the swapped volume."""
         if not self.symmetric:
             return self.conv(x)
         swapped = x.permute(0, 1, 4, 5, 2, 3)
