@@ -1,29 +1,36 @@
-"""IMP and EIMP matching time per pair at 1024 and 2048 keypoints per image, and EIMP's speed-up.
+"""IMP and EIMP matching time per pair at 1024 and 2048 keypoints per image, beside the released
+code's figures, EIMP's speed-up over IMP at equal pose accuracy, and the keypoints per iteration.
 
     python benchmarks/imp_speed.py [--weights results/training/imp_sift_demo/model_best.pth]
-                                   [--dim 256] [--repeats 3] [--device cpu|cuda] [--threads N]
+                                   [--dim 256] [--repeats 5] [--pose-pairs 10] [--threads 2]
 
 Without ``--weights`` the model is the identity start (``init_mode: identity``, a soft mutual
 nearest neighbour) so that EIMP's pooling has confident and unconfident keypoints to tell apart;
-random weights make every keypoint "confident" and nothing would be pruned. The synthetic pair
-has ``--inlier-ratio`` of its keypoints with a noisy partner in the other image.
+random weights make every keypoint "confident" and nothing would be pruned.
 
-Prints, per keypoint count: IMP, EIMP (``mask``: the released batch form, which masks but
-computes everything) and EIMP (``prune``: pruned keypoints leave the computation) seconds per
-pair, EIMP-prune's speed-up over IMP, and the keypoints (both images) entering iterations 1, 5,
-9 and 15.
+Timing: a synthetic pair with ``--inlier-ratio`` of its keypoints having a noisy partner, median
+of ``--repeats`` after a warm-up, eval mode, no_grad. Accuracy: ``--pose-pairs`` two-view scenes
+(3-D points seen by two cameras, the same inlier ratio, the rest random) matched by IMP and by
+EIMP-prune, pose by USAC_MAGSAC (1 px) from the matches, AUC@5/10/20 of the pose error.
+The released code's figures (issue #16, this machine kind, 2 threads, D = 256, no keypoint
+pruned for EIMP) are printed beside ours with the ratio; peak RSS is this process's.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
+import numpy as np
 import torch
 
-from matchrepro.models.imp import IMP
+from matchrepro.models.imp import IMP, normalize_keypoints
 from matchrepro.training.imp_task import identity_init
+
+RELEASED_S = {("imp", 1024): 1.07, ("imp", 2048): 7.70, ("eimp", 1024): 1.29, ("eimp", 2048): 8.24}
+RELEASED_PEAK_GIB = {1024: 1.46, 2048: 2.76}
 
 
 def synthetic_pair(n: int, dim: int, inlier_ratio: float, seed: int = 0) -> dict:
@@ -38,32 +45,81 @@ def synthetic_pair(n: int, dim: int, inlier_ratio: float, seed: int = 0) -> dict
             "descriptors0": d0, "descriptors1": d1}
 
 
+def two_view_pair(n: int, dim: int, inlier_ratio: float, seed: int):
+    """A pair with a known pose: ``inlier_ratio * n`` projections of 3-D points (0.5 px noise,
+    descriptors with a noisy partner), the rest random keypoints. Returns the network input,
+    the pixel keypoints, K and T_0to1."""
+    rng = np.random.default_rng(seed)
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    a = np.deg2rad(rng.uniform(8, 20))
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    t = np.array([-1.0, rng.uniform(-0.1, 0.1), 0.1])
+    k = int(inlier_ratio * n)
+    X = rng.uniform([-3, -2, 6], [3, 2, 12], (4 * k, 3))
+    x0 = X @ K.T
+    X1 = X @ R.T + t
+    x1 = X1 @ K.T
+    p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
+    ok = np.all((p0 > 0) & (p0 < [640, 480]) & (p1 > 0) & (p1 < [640, 480]), 1)
+    p0, p1 = p0[ok][:k], p1[ok][:k]
+    k = len(p0)
+    kp0 = np.concatenate([p0, rng.uniform(0, [640, 480], (n - k, 2))]) + rng.normal(0, 0.5, (n, 2))
+    kp1 = np.concatenate([p1, rng.uniform(0, [640, 480], (n - k, 2))]) + rng.normal(0, 0.5, (n, 2))
+    d0 = rng.normal(size=(n, dim))
+    d1 = rng.normal(size=(n, dim))
+    d1[:k] = d0[:k] + 0.6 * rng.normal(size=(k, dim))
+    unit = lambda d: torch.from_numpy((d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32))[None]  # noqa: E731
+    size = torch.tensor([[640.0, 480.0]])
+    kt0, kt1 = (torch.from_numpy(p.astype(np.float32))[None] for p in (kp0, kp1))
+    data = {"keypoints0": normalize_keypoints(kt0, size), "keypoints1": normalize_keypoints(kt1, size),
+            "scores0": torch.full((1, n), 0.05), "scores1": torch.full((1, n), 0.05),
+            "descriptors0": unit(d0), "descriptors1": unit(d1)}
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, t
+    return data, kp0, kp1, K, T
+
+
+def pose_auc(model: IMP, pairs) -> list[float]:
+    from matchrepro.evaluation.metrics import pose_auc as auc
+    from matchrepro.evaluation.pose_superglue import estimate_relative_pose_magsac, pose_errors
+
+    errs = []
+    with torch.no_grad():
+        for data, kp0, kp1, K, T in pairs:
+            m0 = model.match(data)["matches0"].numpy()
+            i = np.flatnonzero(m0 >= 0)
+            est = estimate_relative_pose_magsac(kp0[i], kp1[m0[i]], K, K, 1.0)
+            errs.append(pose_errors(est, T)[2])
+    return [100 * v for v in auc(np.asarray(errs), [5, 10, 20])]
+
+
 def timed(model: IMP, data: dict, repeats: int, device: torch.device) -> tuple[float, list]:
-    model.match(data)  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        r = model.match(data)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        model.match(data)  # warm-up
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            r = model.match(data)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
     return statistics.median(times), r["retained"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--keypoints", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--inlier-ratio", type=float, default=0.3)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pose-pairs", type=int, default=10)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     if a.weights:
         from matchrepro.matchers.imp import load_imp
@@ -76,18 +132,37 @@ def main() -> None:
         identity_init(base, 0.02, 0.8)
         sd = base.state_dict()
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, D={dim}, "
-          f"weights {a.weights or 'identity start'}, inlier ratio {a.inlier_ratio}")
-    print(f"{'keypoints':>9} {'IMP s':>8} {'EIMP-mask s':>12} {'EIMP-prune s':>13} {'speed-up':>9}  kpts in it 1/5/9/15 (prune)")
+          f"weights {a.weights or 'identity start'}, inlier ratio {a.inlier_ratio}, median of {a.repeats}")
+    models = {}
+    for name, pooling in (("imp", None), ("mask", "mask"), ("prune", "prune")):
+        m = IMP(dim, pooling=pooling).to(dev).eval()
+        m.load_state_dict(sd)
+        models[name] = m
     for n in a.keypoints:
         data = {k: v.to(dev) for k, v in synthetic_pair(n, dim, a.inlier_ratio).items()}
-        res = {}
-        for name, pooling in (("imp", None), ("mask", "mask"), ("prune", "prune")):
-            m = IMP(dim, pooling=pooling).to(dev).eval()
-            m.load_state_dict(sd)
-            res[name] = timed(m, data, a.repeats, dev)
+        res = {name: timed(m, data, a.repeats, dev) for name, m in models.items()}
         seen = [a0 + a1 for a0, a1 in res["prune"][1]]
-        print(f"{n:>9} {res['imp'][0]:>8.3f} {res['mask'][0]:>12.3f} {res['prune'][0]:>13.3f} "
-              f"{res['imp'][0] / res['prune'][0]:>8.2f}x  {seen[0]}/{seen[4]}/{seen[8]}/{seen[14]}")
+        rel_imp, rel_eimp = RELEASED_S[("imp", n)] if dim == 256 and ("imp", n) in RELEASED_S else None, \
+            RELEASED_S.get(("eimp", n)) if dim == 256 else None
+        line = f"{n} keypoints: IMP {res['imp'][0]:.3f} s"
+        if rel_imp:
+            line += f" (released {rel_imp:.2f} s, ratio {res['imp'][0] / rel_imp:.2f})"
+        line += f" | EIMP-mask {res['mask'][0]:.3f} s"
+        if rel_eimp:
+            line += f" (released EIMP {rel_eimp:.2f} s, ratio {res['mask'][0] / rel_eimp:.2f})"
+        line += f" | EIMP-prune {res['prune'][0]:.3f} s = {res['prune'][0] / res['imp'][0]:.2f}x IMP"
+        print(line)
+        print(f"    EIMP-prune keypoints (both images) entering iterations 1..15: {' '.join(map(str, seen))}")
+        if a.pose_pairs:
+            pairs = [two_view_pair(n, dim, a.inlier_ratio, seed) for seed in range(a.pose_pairs)]
+            ai, ae = pose_auc(models["imp"], pairs), pose_auc(models["prune"], pairs)
+            print(f"    pose AUC@5/10/20 on {a.pose_pairs} two-view pairs: IMP {ai[0]:.1f}/{ai[1]:.1f}/{ai[2]:.1f}, "
+                  f"EIMP-prune {ae[0]:.1f}/{ae[1]:.1f}/{ae[2]:.1f} (AUC@10 difference {ae[1] - ai[1]:+.1f})")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    line = f"peak resident memory of this process: {peak:.2f} GiB"
+    if dim == 256:
+        line += f" (released IMP: {RELEASED_PEAK_GIB[1024]} GiB at 1024, {RELEASED_PEAK_GIB[2048]} GiB at 2048)"
+    print(line)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 
 from matchrepro.models.checkpoints import CheckpointError, extract_state_dict, load_state_dict_strict
 from matchrepro.models.imp import (
-    IMP, SHARED_LAYERS, _heads, mutual_matches, normalize_keypoints, sinkhorn_prob,
+    IMP, SHARED_LAYERS, _head_major, mutual_matches, normalize_keypoints, sinkhorn_prob,
 )
 from matchrepro.models.superpoint import SuperPoint, simple_nms
 
@@ -84,10 +84,9 @@ def test_simple_nms_keeps_isolated_maxima_only():
 
 
 def test_interleaved_heads_and_sharing_schedule():
-    x = torch.arange(16.0).view(1, 16, 1)  # channel c has value c
-    h = _heads(x, 16)  # (B, 4, 4 heads, N)
+    order = _head_major(16)  # head-major position h * 4 + i holds channel 4 i + h (head c mod 4)
     for head in range(4):
-        assert h[0, :, head, 0].tolist() == [c for c in range(16) if c % 4 == head]
+        assert order[head * 4:(head + 1) * 4].tolist() == [c for c in range(16) if c % 4 == head]
     assert sorted(SHARED_LAYERS) == SHARED
 
 

@@ -76,6 +76,35 @@ def test_parameter_counts_match_the_spec():
     assert count(m.ncn) == 2_609 and count(m.regress_mid) == 5_145_093
 
 
+@pytest.mark.parametrize("cin,cout,k", [(1, 16, 3), (16, 1, 3), (3, 4, 5), (4, 2, 3)])
+def test_conv2d_formulations_of_conv4d_equal_the_loop(cin, cout, k):
+    from matchrepro.models.conv4d import conv4d_fast, conv4d_gather, conv4d_scatter, swap_kernel
+
+    torch.manual_seed(cin * 10 + cout)
+    conv = Conv4d(cin, cout, k)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, cin, 5, 4, 6, 3)
+    with torch.no_grad():
+        ref = conv4d_loop_reference(x, conv.weight, conv.bias)
+        for f in (conv4d_gather, conv4d_scatter, conv4d_fast):
+            assert torch.allclose(f(x, conv.weight, conv.bias), ref, atol=1e-5, rtol=1e-5), f.__name__
+        # the swapped branch in the unswapped frame
+        sw = conv4d_loop_reference(x.permute(0, 1, 4, 5, 2, 3), conv.weight, conv.bias).permute(0, 1, 4, 5, 2, 3)
+        assert torch.allclose(conv4d_fast(x, swap_kernel(conv.weight), conv.bias), sw, atol=1e-5, rtol=1e-5)
+
+
+def test_neighbourhood_consensus_gradients_equal_the_released_order():
+    from matchrepro.models.patch2pix import NeighConsensus
+
+    torch.manual_seed(0)
+    nc = NeighConsensus()
+    x = torch.relu(torch.randn(2, 1, 5, 4, 6, 3)).requires_grad_()
+    g = torch.autograd.grad(nc(x).square().sum(), [x, *nc.parameters()])
+    r = torch.autograd.grad(nc.forward_reference(x).square().sum(), [x, *nc.parameters()])
+    for a, b in zip(g, r):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+
+
 def test_fast_conv4d_equals_the_loop_formulation():
     torch.manual_seed(0)
     conv = Conv4d(3, 4, 3)

@@ -56,11 +56,33 @@ def normalize_keypoints(kpts: torch.Tensor, size_wh: torch.Tensor, shift: float 
     return (kpts - center) / scale
 
 
+class PointwiseConv(nn.Conv1d):
+    """``nn.Conv1d(c_in, c_out, kernel_size=1)`` (same parameters and state-dict keys) computed as
+    one matrix product ``W @ x + b`` on ``(B, C, N)``: MKL's GEMM instead of oneDNN's 1-D
+    convolution, the same products summed in another order (float32 rounding apart)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight[:, :, 0]
+        if x.shape[0] == 1:
+            return torch.addmm(self.bias[:, None], w, x[0])[None]
+        return torch.baddbmm(self.bias[None, :, None], w.expand(x.shape[0], -1, -1), x)
+
+
+def _head_major(n: int) -> torch.Tensor:
+    """Channel order that groups the interleaved heads: new channel h * (n / 4) + i is old
+    channel 4 i + h (channel c belongs to head c mod 4)."""
+    d = n // NUM_HEADS
+    return torch.arange(n).view(d, NUM_HEADS).t().reshape(-1)
+
+
 def _mlp(channels: list[int]) -> nn.Sequential:
     """Conv1d layers with InstanceNorm(eps 1e-3, no affine) + ReLU between them; last bias 0."""
     layers: list[nn.Module] = []
     for i in range(1, len(channels)):
-        layers.append(nn.Conv1d(channels[i - 1], channels[i], kernel_size=1, bias=True))
+        layers.append(PointwiseConv(channels[i - 1], channels[i]))
         if i < len(channels) - 1:
             layers.append(nn.InstanceNorm1d(channels[i], eps=1e-3, affine=False, track_running_stats=False))
             layers.append(nn.ReLU())
@@ -80,32 +102,50 @@ class KeypointEncoder(nn.Module):
         return self.encoder(torch.cat([kpts_n.transpose(1, 2), scores[:, None, :]], dim=1))
 
 
-def _heads(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """(B, D, N) -> (B, D/4, 4, N): channel c goes to head c mod 4."""
-    return x.view(x.shape[0], dim // NUM_HEADS, NUM_HEADS, x.shape[-1])
+class MultiHeadedAttention(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.merge = PointwiseConv(dim, dim)
+        self.proj = nn.ModuleList([PointwiseConv(dim, dim) for _ in range(3)])
+
+    def forward(self, x, source, key_mask=None):
+        """The released attention (interleaved heads) computed head-major: the projections' rows
+        and the merge's columns are taken in :func:`_head_major` order, so each head is a
+        contiguous block and both attention products are batched GEMMs without copies. The
+        1/sqrt(d) scale is applied to the queries (before the product, not after)."""
+        order = _head_major(self.dim).to(x.device)
+        q, k, v = (_linear_rows(p, t, order) for p, t in zip(self.proj, (x, source, source)))
+        prob = head_major_probs(q, k, key_mask)
+        return _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), order), prob
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax attention ``(B, 4, N, M)`` of ``(B, d, 4, N)`` queries over ``(B, d, 4, M)`` keys;
-    ``key_mask (B, M)`` False hides a key (score -finfo.max, as released)."""
-    scores = torch.einsum("bdhn,bdhm->bhnm", q, k) / math.sqrt(q.shape[1])
+def _linear_rows(conv: nn.Conv1d, x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` with its output channels in ``order``, as ``(B, 4, d, N)`` head blocks."""
+    w, b = conv.weight[order, :, 0], conv.bias[order]
+    y = torch.addmm(b[:, None], w, x[0])[None] if x.shape[0] == 1 else torch.baddbmm(
+        b[None, :, None], w.expand(x.shape[0], -1, -1), x)
+    return y.view(x.shape[0], NUM_HEADS, -1, x.shape[-1])
+
+
+def head_major_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention ``(B, 4, N, M)`` of head-major ``(B, 4, d, N)`` queries over
+    ``(B, 4, d, M)`` keys, scores ``q·k / sqrt(d)``; ``key_mask (B, M)`` False hides a key
+    (score -finfo.max, as released)."""
+    scores = torch.matmul((q * (1.0 / math.sqrt(q.shape[2]))).transpose(2, 3), k)
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask[:, None, None, :], -torch.finfo(scores.dtype).max)
     return torch.softmax(scores, dim=-1)
 
 
-class MultiHeadedAttention(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.merge = nn.Conv1d(dim, dim, kernel_size=1)
-        self.proj = nn.ModuleList([nn.Conv1d(dim, dim, kernel_size=1) for _ in range(3)])
-
-    def forward(self, x, source, key_mask=None):
-        q, k, v = (_heads(p(t), self.dim) for p, t in zip(self.proj, (x, source, source)))
-        prob = attention_probs(q, k, key_mask)
-        msg = torch.einsum("bhnm,bdhm->bdhn", prob, v)
-        return self.merge(msg.reshape(x.shape[0], self.dim, -1)), prob
+def _merge(merge: nn.Conv1d, msg: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``merge`` of head-major per-head messages ``(B, 4, d, N)``, its input columns taken in the
+    same head-major order."""
+    b = msg.shape[0]
+    msg = msg.reshape(b, -1, msg.shape[-1])
+    w = merge.weight[:, order, 0]
+    return torch.addmm(merge.bias[:, None], w, msg[0])[None] if b == 1 else torch.baddbmm(
+        merge.bias[None, :, None], w.expand(b, -1, -1), msg)
 
 
 class AttentionalPropagation(nn.Module):
@@ -132,14 +172,14 @@ class SharedAttentionalPropagation(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.dim = dim
-        self.proj = nn.Conv1d(dim, dim, kernel_size=1)
-        self.merge = nn.Conv1d(dim, dim, kernel_size=1)
+        self.proj = PointwiseConv(dim, dim)
+        self.merge = PointwiseConv(dim, dim)
         self.mlp = _mlp([2 * dim, 2 * dim, dim])
 
     def forward(self, x, source, prob=None, key_mask=None):
-        v = _heads(self.proj(source), self.dim)
-        msg = torch.einsum("bhnm,bdhm->bdhn", prob, v)
-        msg = self.merge(msg.reshape(x.shape[0], self.dim, -1))
+        order = _head_major(self.dim).to(x.device)
+        v = _linear_rows(self.proj, source, order)
+        msg = _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), order)
         return self.mlp(torch.cat([x, msg], dim=1)), prob
 
 
@@ -258,7 +298,7 @@ class IMP(nn.Module):
         self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
         self.kenc = KeypointEncoder(dim)
         self.gnn = AttentionalGNN(dim)
-        self.final_proj = nn.ModuleList([nn.Conv1d(dim, dim, kernel_size=1) for _ in range(NUM_ITERATIONS)])
+        self.final_proj = nn.ModuleList([PointwiseConv(dim, dim) for _ in range(NUM_ITERATIONS)])
         self.dim = dim
         self.sinkhorn_iterations = sinkhorn_iterations
         self.match_threshold = match_threshold
