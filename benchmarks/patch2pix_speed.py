@@ -12,6 +12,8 @@ per pair and iterations per second."""
 from __future__ import annotations
 
 import argparse
+import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -47,11 +49,14 @@ def photo_pair(dev) -> tuple[torch.Tensor, torch.Tensor]:
     return to_tensor(a, dev), to_tensor(b, dev)
 
 
+RELEASED = {500: (13.98, 1.54), 1200: (20.93, 2.63)}  # released code, this machine kind: s/pair, peak GiB
+
+
 def inference(net: Patch2Pix, dev, repeat: int, n_refine: int = 1000) -> tuple[float, float, int]:
-    """Seconds per pair of the coarse stage (backbone + NC + mutual matches) and of the two
-    regressor levels on ``n_refine`` proposals (random weights give few mutual matches, so the
-    refinement is timed on a fixed count: the released model keeps about 1,100 per HPatches
-    pair at confidence 0.5, patch2pix.md §5.1). Returns (coarse s, refine s, coarse matches)."""
+    """Seconds per pair (median of ``repeat``) of the coarse stage (backbone + NC + mutual
+    matches) and of the two regressor levels on ``n_refine`` coarse matches (random weights give
+    few mutual matches, so the refinement is timed on a fixed count, as the issue's figures for
+    the released code: 500 and 1200). Returns (coarse s, refine s, coarse matches)."""
     im1, im2 = photo_pair(dev)
     g = torch.Generator().manual_seed(0)
     props = torch.rand(n_refine, 4, generator=g) * torch.tensor([640.0, 480, 640, 480])
@@ -69,18 +74,18 @@ def inference(net: Patch2Pix, dev, repeat: int, n_refine: int = 1000) -> tuple[f
 
         f1, f2, m = coarse()
         regress(f1, f2)
-        sync(dev)
-        t = time.perf_counter()
+        tc, tr = [], []
         for _ in range(repeat):
+            sync(dev)
+            t = time.perf_counter()
             f1, f2, m = coarse()
-        sync(dev)
-        t_coarse = (time.perf_counter() - t) / repeat
-        t = time.perf_counter()
-        for _ in range(repeat):
+            sync(dev)
+            tc.append(time.perf_counter() - t)
+            t = time.perf_counter()
             regress(f1, f2)
-        sync(dev)
-        t_refine = (time.perf_counter() - t) / repeat
-    return t_coarse, t_refine, len(m)
+            sync(dev)
+            tr.append(time.perf_counter() - t)
+    return statistics.median(tc), statistics.median(tr), len(m)
 
 
 def training(net: Patch2Pix, dev, size, batch: int, ptmax: int, iters: int) -> float:
@@ -115,32 +120,43 @@ def training(net: Patch2Pix, dev, size, batch: int, ptmax: int, iters: int) -> f
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--ptmax", type=int, default=None, help="released-architecture training: proposals per pair")
+    ap.add_argument("--no-training", action="store_true", help="inference only (peak RSS then covers inference alone)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     print(f"torch {torch.__version__}, device {dev}, {a.threads} threads")
     demo = demo_params()
-    for name, arch in (("released (ResNet-34, 512-wide regressors)", None), ("demo (config.yaml)", demo["arch"])):
+    for name, arch in (("released architecture", None), ("demo architecture (config.yaml)", demo["arch"])):
         torch.manual_seed(0)
         net = Patch2Pix(arch=arch)
         init_weights(net, seed=0)
         net = net.to(dev).eval()
-        t_c, t_r, n = inference(net, dev, a.repeat)
-        print(f"inference 640x480, {name:44s} {t_c + t_r:7.3f} s/pair = coarse stage {t_c:.3f} s "
-              f"({n} mutual matches with random weights) + mid/fine regressors on 1000 matches {t_r:.3f} s")
+        for n_ref in (500, 1200):
+            t_c, t_r, n = inference(net, dev, a.repeat, n_ref)
+            line = (f"inference 640x480, {name}, {n_ref} coarse matches: {t_c + t_r:6.3f} s/pair = coarse stage "
+                    f"{t_c:.3f} s + mid/fine regressors {t_r:.3f} s")
+            if arch is None:
+                rel = RELEASED[n_ref][0]
+                line += f" | released code {rel:.2f} s, ratio {(t_c + t_r) / rel:.2f}"
+            print(line, flush=True)
+        if a.no_training:
+            continue
         if arch is None:
             batch, ptmax = (4, a.ptmax or 400) if dev.type == "cuda" else (1, a.ptmax or 100)
             its = training(net, dev, (480, 320), batch, ptmax, 1)
-            print(f"training  480x320 batch {batch} ptmax {ptmax}, {name:27s} {its:7.3f} it/s  ({1 / its:.1f} s/it)")
+            print(f"training  480x320 batch {batch} ptmax {ptmax}, {name}: {its:7.3f} it/s  ({1 / its:.1f} s/it)")
         else:
             net.panc = demo.get("panc", 8)
             its = training(net, dev, demo["image_size"], demo["batch_size"], demo["ptmax"], a.repeat)
             print(f"training  {demo['image_size'][0]}x{demo['image_size'][1]} batch {demo['batch_size']} "
-                  f"ptmax {demo['ptmax']} panc {net.panc}, {name:18s} {its:7.3f} it/s  ({1 / its:.2f} s/it)")
+                  f"ptmax {demo['ptmax']} panc {net.panc}, {name}: {its:7.3f} it/s  ({1 / its:.2f} s/it)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak resident memory of this process: {peak:.2f} GiB (released code: {RELEASED[500][1]} GiB at 500, "
+          f"{RELEASED[1200][1]} GiB at 1200 coarse matches, inference only)")
     return 0
 
 

@@ -14,6 +14,7 @@ coordinates are pixels (x, y) of the resized images, x = column.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from matchrepro.models.conv4d import Conv4d, conv4d_fast, swap_kernel
@@ -123,7 +124,23 @@ class FeatRegressNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv(x).flatten(1))
+        if self.training:
+            return self.fc(self.conv(x).flatten(1))
+        # eval: each BatchNorm2d folded into the convolution before it (W' = W g / sqrt(var + eps),
+        # b' = beta - mean g / sqrt(var + eps)), the same affine map in one pass (float32 rounding)
+        c0, bn0, c1, bn1, relu, pool = self.conv
+        h = F.conv2d(x, *_fold_bn(c0, bn0), stride=c0.stride, padding=c0.padding)
+        h = F.conv2d(h, *_fold_bn(c1, bn1), stride=c1.stride, padding=c1.padding)
+        return self.fc(pool(torch.relu_(h)).flatten(1))
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of ``bn(conv(x))`` with the batch norm's running statistics (eval mode)."""
+    g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    b = bn.bias - bn.running_mean * g
+    if conv.bias is not None:
+        b = b + conv.bias * g
+    return conv.weight * g[:, None, None, None], b
 
 
 def parse_regressor_out(out: torch.Tensor, patch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,11 +376,41 @@ def gather_patches(feats: list[torch.Tensor], strides: list[int], pts: torch.Ten
     return g.view(len(pts), psize, psize, dim).permute(0, 3, 1, 2)
 
 
+def gather_patch_pairs(feats1, feats2, strides: list[int], matches: torch.Tensor, sizes, psize: int = 16) -> torch.Tensor:
+    """``cat([gather_patches(image 1), gather_patches(image 2)], 1)`` for matches (N, 4) written
+    into one buffer: (N, 2D, psize, psize) in channels-last memory, each half L2-normalised per
+    pixel in place (no intermediate copies)."""
+    d1, d2 = sum(f.shape[1] for f in feats1), sum(f.shape[1] for f in feats2)
+    n = len(matches)
+    out = torch.empty(n * psize * psize, d1 + d2, device=matches.device, dtype=feats1[0].dtype)
+    off = torch.arange(psize, device=matches.device) - psize // 2
+    col = 0
+    for feats, pts, (w, h) in ((feats1, matches[:, :2], sizes[0]), (feats2, matches[:, 2:], sizes[1])):
+        x = pts[:, 0].long()[:, None] + off[None]
+        y = pts[:, 1].long()[:, None] + off[None]
+        start = col
+        for f, s in zip(feats, strides):
+            fw = f.shape[3]
+            fx = torch.clamp(torch.div(x, s, rounding_mode="floor"), 0, w // s - 1)
+            fy = torch.clamp(torch.div(y, s, rounding_mode="floor"), 0, h // s - 1)
+            idx = (fy[:, :, None] * fw + fx[:, None, :]).reshape(-1)
+            rows = f[0].flatten(1).T
+            out[:, col:col + f.shape[1]] = rows.index_select(0, idx)
+            col += f.shape[1]
+        half = out[:, start:col]
+        half.div_(torch.sqrt(torch.sum(half * half, dim=1, keepdim=True) + 1e-6))
+    return out.view(n, psize, psize, d1 + d2).permute(0, 3, 1, 2)
+
+
 def refine(regressor: FeatRegressNet, feats1, feats2, strides, matches: torch.Tensor, sizes, psize: int = 16,
-           chunk: int = 1200) -> tuple[torch.Tensor, torch.Tensor]:
+           chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One refinement level: regress offsets around ``matches`` (N, 4) -> (refined (N, 4), prob (N,)).
-    Chunks of ``chunk`` proposals; a trailing chunk of one is merged into the previous one (a
+    Chunks of ``chunk`` proposals (default: the released ``regr_batch`` 1200 in training, where the
+    chunk is the BatchNorm batch; 300 in eval mode, where each proposal is independent and smaller
+    chunks stay in cache); a trailing chunk of one is merged into the previous one (a
     BatchNorm1d in training mode cannot take a batch of one). Zero matches give empty outputs."""
+    if chunk is None:
+        chunk = 1200 if regressor.training else 300
     n = len(matches)
     if n == 0:
         return matches.new_zeros(0, 4), matches.new_zeros(0)
@@ -372,10 +419,7 @@ def refine(regressor: FeatRegressNet, feats1, feats2, strides, matches: torch.Te
         bounds.pop(-2)
     outs = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        m = matches[a:b]
-        p1 = gather_patches(feats1, strides, m[:, :2], sizes[0], psize)
-        p2 = gather_patches(feats2, strides, m[:, 2:], sizes[1], psize)
-        outs.append(regressor(torch.cat([p1, p2], 1)))
+        outs.append(regressor(gather_patch_pairs(feats1, feats2, strides, matches[a:b], sizes, psize)))
     offset, prob = parse_regressor_out(torch.cat(outs), psize)
     refined = matches.float() + offset
     (w1, h1), (w2, h2) = sizes
