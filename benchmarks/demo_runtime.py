@@ -2,7 +2,11 @@
 
 Runs the workflow from scratch in a temporary working directory (nothing reused from
 `results/` or `resources/`), samples the resident memory of the whole process tree every
-0.2 s from /proc, and prints the figures. Usage: `python benchmarks/demo_runtime.py [--cores N]`.
+0.2 s from /proc, and prints the figures and the time of every job (from the rules' Snakemake
+`benchmark:` files, longest first). Usage:
+`python benchmarks/demo_runtime.py [--cores N] [--keep] [--twice]`; `--twice` runs the demo a
+second time in another scratch folder and compares the two runs' `results/tables/*.csv` byte for
+byte (same inputs, same numbers).
 """
 
 from __future__ import annotations
@@ -43,15 +47,12 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cores", default="all")
-    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    a = ap.parse_args()
+def run_demo(cores: str) -> tuple[Path, float, float, int, str]:
+    """One demo run from scratch: (work dir, wall s, peak RSS bytes, jobs, stderr)."""
     work = Path(tempfile.mkdtemp(prefix="matchrepro-demo-"))
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--cores", a.cores, "results/tables"]
+           "--cores", cores, "results/tables"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -71,15 +72,60 @@ def main() -> int:
     th.join()
     if proc.returncode != 0:
         print(err[-3000:], file=sys.stderr)
-        return proc.returncode
-    n_jobs = sum(1 for line in err.splitlines() if line.startswith(("rule ", "localrule ")))
-    print(f"demo results/tables: {wall:.1f} s wall, {n_jobs} jobs, cores={a.cores} (os.cpu_count()={os.cpu_count()})")
-    print(f"peak resident memory of the process tree: {peak / 2**20:.0f} MiB")
-    if not a.keep:
-        shutil.rmtree(work)
-    else:
-        print(f"outputs kept in {work}")
-    return 0
+        raise SystemExit(proc.returncode)
+    n_jobs = sum(1 for line in err.splitlines() if line.startswith(("rule ", "localrule ", "checkpoint ")))
+    return work, wall, peak, n_jobs, err
+
+
+def job_times(work: Path) -> list[tuple[float, str]]:
+    """(seconds, job) from the rules' benchmark files, longest first."""
+    out = []
+    for f in (work / "results" / "runtime").rglob("*.tsv"):
+        rows = f.read_text().splitlines()
+        if len(rows) >= 2:
+            out.append((float(rows[1].split("\t")[0]), str(f.relative_to(work / "results" / "runtime").with_suffix(""))))
+    return sorted(out, reverse=True)
+
+
+def compare_tables(a: Path, b: Path) -> list[str]:
+    """Names of the table CSVs that differ (or exist in one run only)."""
+    names = sorted({p.name for p in (a / "results/tables").glob("*.csv")} | {p.name for p in (b / "results/tables").glob("*.csv")})
+    bad = []
+    for n in names:
+        fa, fb = a / "results/tables" / n, b / "results/tables" / n
+        if not (fa.is_file() and fb.is_file() and fa.read_bytes() == fb.read_bytes()):
+            bad.append(n)
+    return names, bad
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cores", default="all")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directories")
+    ap.add_argument("--twice", action="store_true", help="run twice and compare the tables byte for byte")
+    a = ap.parse_args()
+    runs = []
+    for k in range(2 if a.twice else 1):
+        work, wall, peak, n_jobs, _ = run_demo(a.cores)
+        runs.append(work)
+        print(f"run {k + 1}: demo results/tables: {wall:.1f} s wall, {n_jobs} jobs, cores={a.cores} "
+              f"(os.cpu_count()={os.cpu_count()}); peak resident memory of the process tree: {peak / 2**20:.0f} MiB")
+        times = job_times(work)
+        print(f"  job times (s, longest first; {sum(t for t, _ in times):.0f} s in all):")
+        for t, name in times[:25]:
+            print(f"  {t:8.1f}  {name}")
+        if len(times) > 25:
+            print(f"  ... {len(times) - 25} more jobs, {sum(t for t, _ in times[25:]):.0f} s together")
+    if a.twice:
+        names, bad = compare_tables(*runs)
+        print(f"tables of the two runs: {len(names) - len(bad)} of {len(names)} CSV files byte-identical"
+              + ("" if not bad else f"; different: {', '.join(bad)}"))
+    for work in runs:
+        if a.keep:
+            print(f"outputs kept in {work}")
+        else:
+            shutil.rmtree(work)
+    return 0 if not a.twice or not bad else 1
 
 
 if __name__ == "__main__":

@@ -84,10 +84,28 @@ def evaluate_relative_pose(pairs, preds: dict, proto: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_auc(errors: np.ndarray, thresholds, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0):
+    """95 % percentile intervals (in %) of each pose AUC over pairs resampled with replacement
+    (a fixed seed: the same errors give the same interval). Returns [(low, high), ...]."""
+    errors = np.asarray(errors, np.float64)
+    if len(errors) < 2:
+        return [(float("nan"), float("nan"))] * len(thresholds)
+    rng = np.random.default_rng(seed)
+    draws = np.array([metrics.pose_auc(errors[rng.integers(0, len(errors), len(errors))], thresholds)
+                      for _ in range(resamples)])
+    lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
+    return [(100.0 * a, 100.0 * b) for a, b in zip(lo, hi)]
+
+
 def summarize_relative_pose(df: pd.DataFrame, proto: dict) -> dict:
     ths = proto["auc_thresholds_deg"]
     aucs = metrics.pose_auc(df["pose_error_deg"].to_numpy(), ths)
     summary = {f"auc@{t:g}deg": 100.0 * a for t, a in zip(ths, aucs)}
+    for t, (lo, hi) in zip(ths, bootstrap_auc(df["pose_error_deg"].to_numpy(), ths)):
+        summary[f"auc@{t:g}deg_ci_low"], summary[f"auc@{t:g}deg_ci_high"] = lo, hi
     summary.update({
         "precision": 100.0 * df["precision"].mean(),
         "matching_score": 100.0 * df["matching_score"].mean(),

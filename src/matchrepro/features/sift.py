@@ -31,8 +31,11 @@ class SIFT:
                 "scores": np.zeros(0, np.float32),
                 "descriptors": np.zeros((0, 128), np.float32),
             }
-        # by descending response (imp.md §1.2), then the budget
-        order = sorted(range(len(kps)), key=lambda i: -kps[i].response)[: int(self.cfg["max_keypoints"])]
+        # by descending response (imp.md §1.2), then the budget; ties (SIFT repeats a keypoint per
+        # orientation) broken by position, size and angle, so the order never depends on the
+        # order OpenCV returned them in
+        order = sorted(range(len(kps)), key=lambda i: (-kps[i].response, kps[i].pt[0], kps[i].pt[1], kps[i].size,
+                                                       kps[i].angle))[: int(self.cfg["max_keypoints"])]
         kps = [kps[i] for i in order]
         desc = desc[order].astype(np.float32)
         if self.cfg["root_sift"]:

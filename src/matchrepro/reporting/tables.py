@@ -90,6 +90,9 @@ def rows_for(results: list[dict]) -> pd.DataFrame:
 
 
 def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
+    if "auc@10deg_ci_low" in df.columns:  # the bootstrap interval beside the AUC, as one cell
+        df = df.assign(**{"auc@10deg 95% CI": [
+            "–" if pd.isna(a) else f"{a:.1f}–{b:.1f}" for a, b in zip(df["auc@10deg_ci_low"], df["auc@10deg_ci_high"])]})
     optional = ("imp_iterative", "superpoint_sampling")  # method knobs: shown where some row has one
     cols = [c for c in cols if c in df.columns and not (c in optional and df[c].isna().all())]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
@@ -111,7 +114,7 @@ def _md_table(df: pd.DataFrame, cols: list[str]) -> str:
 MD_COLUMNS = {
     "relative_pose": ["method", "source", "protocol", "protocol_knobs", "imp_iterative", "superpoint_sampling",
                       "resize", "max_keypoints",
-                      "num_pairs", "num_failures", "auc@5deg", "auc@10deg", "auc@20deg",
+                      "num_pairs", "num_failures", "auc@5deg", "auc@10deg", "auc@10deg 95% CI", "auc@20deg",
                       "precision", "matching_score", "mean_matches"],
     "hpatches_mma": ["method", "source", "protocol", "resize", "max_keypoints", "num_pairs",
                      "mma@1px", "mma@2px", "mma@3px", "mma@5px", "mma@10px",
