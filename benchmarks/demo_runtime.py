@@ -4,9 +4,10 @@ Runs the workflow from scratch in a temporary working directory (nothing reused 
 `results/` or `resources/`), samples the resident memory of the whole process tree every
 0.2 s from /proc, and prints the figures and the time of every job (from the rules' Snakemake
 `benchmark:` files, longest first). Usage:
-`python benchmarks/demo_runtime.py [--cores N] [--keep] [--twice]`; `--twice` runs the demo a
-second time in another scratch folder and compares the two runs' `results/tables/*.csv` byte for
-byte (same inputs, same numbers).
+`python benchmarks/demo_runtime.py [--cores N] [--keep] [--twice | --against DIR]`; `--twice` runs
+the demo a second time in another scratch folder and compares the two runs' `results/tables/*.csv`
+byte for byte (same inputs, same numbers); `--against DIR` compares one new run with a run kept
+earlier (`--keep`).
 """
 
 from __future__ import annotations
@@ -103,9 +104,11 @@ def main() -> int:
     ap.add_argument("--cores", default="all")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directories")
     ap.add_argument("--twice", action="store_true", help="run twice and compare the tables byte for byte")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="compare this run's tables with those of a kept earlier run (its scratch folder)")
     a = ap.parse_args()
-    runs = []
-    for k in range(2 if a.twice else 1):
+    runs = [a.against] if a.against else []
+    for k in range(2 if a.twice and not a.against else 1):
         work, wall, peak, n_jobs, _ = run_demo(a.cores)
         runs.append(work)
         print(f"run {k + 1}: demo results/tables: {wall:.1f} s wall, {n_jobs} jobs, cores={a.cores} "
@@ -116,16 +119,17 @@ def main() -> int:
             print(f"  {t:8.1f}  {name}")
         if len(times) > 25:
             print(f"  ... {len(times) - 25} more jobs, {sum(t for t, _ in times[25:]):.0f} s together")
-    if a.twice:
+    bad = []
+    if len(runs) == 2:
         names, bad = compare_tables(*runs)
         print(f"tables of the two runs: {len(names) - len(bad)} of {len(names)} CSV files byte-identical"
               + ("" if not bad else f"; different: {', '.join(bad)}"))
     for work in runs:
-        if a.keep:
+        if a.keep or work == a.against:
             print(f"outputs kept in {work}")
         else:
             shutil.rmtree(work)
-    return 0 if not a.twice or not bad else 1
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

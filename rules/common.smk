@@ -15,7 +15,8 @@ sys.path.insert(0, SRC)
 # venv installed editable from another checkout would otherwise run that checkout's code).
 _pythonpath = f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled for Snakemake
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
-    shell.prefix(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; " + _pythonpath)
+    _bin = shlex.quote(str(Path(sys.executable).parent))
+    shell.prefix(f"export PATH={_bin}:\"$PATH\"; {_pythonpath}")
 else:
     shell.prefix(_pythonpath)
 

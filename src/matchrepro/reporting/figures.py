@@ -91,18 +91,25 @@ def plot_error_curves(results: list[dict], pair_tables: dict[tuple[str, str], pd
 
 
 def plot_auc_bars(results: list[dict], out_dir: Path, title: str) -> list[Path]:
-    """Grouped bars of the AUC columns per method and protocol."""
+    """Grouped bars of the AUC columns per method and protocol, with the bootstrap 95 % interval
+    over pairs as an error bar where the summary has one."""
+    import re
+
     rows = [r for r in results if r["protocol_config"]["type"] in ("relative_pose", "homography")]
     if not rows:
         return []
-    keys = [k for k in rows[0]["summary"] if k.startswith(("auc@", "h_auc@"))]
-    keys = sorted({k for r in rows for k in r["summary"] if k.startswith(("auc@", "h_auc@"))},
-                  key=lambda k: (k.split("@")[0], float(k.split("@")[1].rstrip("degpx"))))
+    pattern = re.compile(r"^(h_)?auc@([0-9.]+)(deg|px)$")
+    keys = sorted({k for r in rows for k in r["summary"] if pattern.match(k)},
+                  key=lambda k: (k.split("@")[0], float(pattern.match(k).group(2))))
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rows)), 3.6))
     width = 0.8 / max(1, len(keys))
     for k, key in enumerate(keys):
-        vals = [r["summary"].get(key, np.nan) for r in rows]
-        ax.bar(np.arange(len(rows)) + k * width, vals, width, label=key)
+        vals = np.array([r["summary"].get(key, np.nan) for r in rows], float)
+        lo = np.array([r["summary"].get(f"{key}_ci_low", np.nan) for r in rows], float)
+        hi = np.array([r["summary"].get(f"{key}_ci_high", np.nan) for r in rows], float)
+        err = None if np.all(np.isnan(lo)) else np.nan_to_num(np.stack([vals - lo, hi - vals]))
+        ax.bar(np.arange(len(rows)) + k * width, vals, width, label=key, yerr=err, capsize=2,
+               error_kw={"elinewidth": 0.6})
     ax.set_xticks(np.arange(len(rows)) + width * (len(keys) - 1) / 2)
     ax.set_xticklabels([_label(r) for r in rows], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("AUC [%]")
