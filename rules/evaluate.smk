@@ -100,9 +100,10 @@ rule tables:
         " --published {input.published} --out {output} > {log} 2>&1"
 
 
-rule benchmark_tables:
-    """One benchmark's tables alone (``results/benchmarks/<name>``): its DAG holds only what that
-    benchmark's methods need, so a benchmark of descriptor matchers trains nothing."""
+
+# One benchmark's tables alone (results/benchmarks/<name>): the tables rule on that benchmark's
+# metrics only, so its DAG holds only what those methods need (descriptor matchers train nothing).
+use rule tables as benchmark_tables with:
     input:
         metrics=get_benchmark_metrics,
         published=PUBLISHED,
@@ -111,13 +112,5 @@ rule benchmark_tables:
         directory("results/benchmarks/{benchmark}"),
     log:
         "logs/benchmark_tables/{benchmark}.log",
-    conda:
-        "../envs/matchrepro.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=10,
     params:
         spec=lambda w: spec(benchmarks={w.benchmark: config["benchmarks"][w.benchmark]["dataset"]}),
-    shell:
-        "python -m matchrepro tables --spec {params.spec:q} --results {input.metrics}"
-        " --published {input.published} --out {output} > {log} 2>&1"

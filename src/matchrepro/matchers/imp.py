@@ -72,8 +72,7 @@ class IMPMatcher:
                                    ("cpu" if device == "auto" else device))
         variant = m.get("variant") or "imp"
         self.iterative = bool(m.get("iterative"))
-        self.uncertainty = m.get("uncertainty")
-        self.uncertainty = True if self.uncertainty is None else bool(self.uncertainty)
+        self.uncertainty = m.get("uncertainty") is not False  # unset: true, as eval_imp --use_uncertainty
         self.procedure = m.get("iterative_variant") or "released"
         if self.procedure not in ITERATIVE_VARIANTS:
             raise ValueError(f"matcher.iterative_variant: {self.procedure!r} (expected one of {ITERATIVE_VARIANTS})")

@@ -65,10 +65,14 @@ class PointwiseConv(nn.Conv1d):
         super().__init__(c_in, c_out, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight[:, :, 0]
-        if x.shape[0] == 1:
-            return torch.addmm(self.bias[:, None], w, x[0])[None]
-        return torch.baddbmm(self.bias[None, :, None], w.expand(x.shape[0], -1, -1), x)
+        return _pointwise(self.weight[:, :, 0], self.bias, x)
+
+
+def _pointwise(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``w @ x + b`` for ``w (C_out, C_in)``, ``x (B, C_in, N)``: one fused GEMM (addmm for B = 1)."""
+    if x.shape[0] == 1:
+        return torch.addmm(b[:, None], w, x[0])[None]
+    return torch.baddbmm(b[None, :, None], w.expand(x.shape[0], -1, -1), x)
 
 
 def _head_major(n: int) -> torch.Tensor:
@@ -108,23 +112,21 @@ class MultiHeadedAttention(nn.Module):
         self.dim = dim
         self.merge = PointwiseConv(dim, dim)
         self.proj = nn.ModuleList([PointwiseConv(dim, dim) for _ in range(3)])
+        self.register_buffer("order", _head_major(dim), persistent=False)  # not in the state dict
 
     def forward(self, x, source, key_mask=None):
         """The released attention (interleaved heads) computed head-major: the projections' rows
         and the merge's columns are taken in :func:`_head_major` order, so each head is a
         contiguous block and both attention products are batched GEMMs without copies. The
         1/sqrt(d) scale is applied to the queries (before the product, not after)."""
-        order = _head_major(self.dim).to(x.device)
-        q, k, v = (_linear_rows(p, t, order) for p, t in zip(self.proj, (x, source, source)))
+        q, k, v = (_linear_rows(p, t, self.order) for p, t in zip(self.proj, (x, source, source)))
         prob = head_major_probs(q, k, key_mask)
-        return _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), order), prob
+        return _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), self.order), prob
 
 
 def _linear_rows(conv: nn.Conv1d, x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` with its output channels in ``order``, as ``(B, 4, d, N)`` head blocks."""
-    w, b = conv.weight[order, :, 0], conv.bias[order]
-    y = torch.addmm(b[:, None], w, x[0])[None] if x.shape[0] == 1 else torch.baddbmm(
-        b[None, :, None], w.expand(x.shape[0], -1, -1), x)
+    y = _pointwise(conv.weight[order, :, 0], conv.bias[order], x)
     return y.view(x.shape[0], NUM_HEADS, -1, x.shape[-1])
 
 
@@ -141,11 +143,7 @@ def head_major_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | 
 def _merge(merge: nn.Conv1d, msg: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """``merge`` of head-major per-head messages ``(B, 4, d, N)``, its input columns taken in the
     same head-major order."""
-    b = msg.shape[0]
-    msg = msg.reshape(b, -1, msg.shape[-1])
-    w = merge.weight[:, order, 0]
-    return torch.addmm(merge.bias[:, None], w, msg[0])[None] if b == 1 else torch.baddbmm(
-        merge.bias[None, :, None], w.expand(b, -1, -1), msg)
+    return _pointwise(merge.weight[:, order, 0], merge.bias, msg.reshape(msg.shape[0], -1, msg.shape[-1]))
 
 
 class AttentionalPropagation(nn.Module):
@@ -175,11 +173,11 @@ class SharedAttentionalPropagation(nn.Module):
         self.proj = PointwiseConv(dim, dim)
         self.merge = PointwiseConv(dim, dim)
         self.mlp = _mlp([2 * dim, 2 * dim, dim])
+        self.register_buffer("order", _head_major(dim), persistent=False)  # not in the state dict
 
     def forward(self, x, source, prob=None, key_mask=None):
-        order = _head_major(self.dim).to(x.device)
-        v = _linear_rows(self.proj, source, order)
-        msg = _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), order)
+        v = _linear_rows(self.proj, source, self.order)
+        msg = _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), self.order)
         return self.mlp(torch.cat([x, msg], dim=1)), prob
 
 

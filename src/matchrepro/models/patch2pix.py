@@ -78,9 +78,9 @@ class NeighConsensus(nn.Module):
         self.symmetric = symmetric
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 1, h1, w1, h2, w2) -> the same shape. Computed as matrix products
-        (:func:`~matchrepro.models.conv4d.conv4d_fast`: a few large conv2d calls); the swapped branch runs in the unswapped
-        frame with swapped kernels, and the first layer of both branches is one GEMM. Equal to
+        """x (B, 1, h1, w1, h2, w2) -> the same shape, by :func:`~matchrepro.models.conv4d.conv4d_fast`
+        (a few large conv2d calls); the swapped branch runs in the unswapped frame with swapped
+        kernels, and the first layer of both branches is one call. Equal to
         :meth:`forward_reference` (the released order of operations) to float32 rounding."""
         convs = [m for m in self.conv if isinstance(m, Conv4d)]
         if not self.symmetric:
@@ -349,37 +349,15 @@ def filter_coarse(matches: torch.Tensor, scores: torch.Tensor, threshold: float 
     return matches, scores
 
 
-def gather_patches(feats: list[torch.Tensor], strides: list[int], pts: torch.Tensor, size: tuple[int, int],
-                   psize: int = 16) -> torch.Tensor:
-    """(N, D, psize, psize) patches around integer-truncated points (N, 2) (x, y) of one image:
-    nearest-neighbour samples of each level at ``(x + d) // stride`` (clamped), levels
-    concatenated and L2-normalised jointly per pixel (patch2pix.md §1.4).
-
-    ``feats`` are (1, C_l, H / s_l, W / s_l) maps; rows are gathered from a (H W, C) view, which
-    is several times faster on a CPU than 2-D advanced indexing."""
-    dim = sum(f.shape[1] for f in feats)
-    if len(pts) == 0:
-        return torch.zeros(0, dim, psize, psize, device=pts.device)
-    w, h = size
-    off = torch.arange(psize, device=pts.device) - psize // 2
-    x = pts[:, 0].long()[:, None] + off[None]  # (N, P)
-    y = pts[:, 1].long()[:, None] + off[None]
-    out = []
-    for f, s in zip(feats, strides):
-        fw = f.shape[3]
-        fx = torch.clamp(torch.div(x, s, rounding_mode="floor"), 0, w // s - 1)
-        fy = torch.clamp(torch.div(y, s, rounding_mode="floor"), 0, h // s - 1)
-        idx = (fy[:, :, None] * fw + fx[:, None, :]).reshape(-1)  # (N P P,)
-        rows = f[0].flatten(1).T  # (H W, C)
-        out.append(rows.index_select(0, idx))
-    g = feature_l2norm(torch.cat(out, 1), dim=1)  # (N P P, D)
-    return g.view(len(pts), psize, psize, dim).permute(0, 3, 1, 2)
-
-
 def gather_patch_pairs(feats1, feats2, strides: list[int], matches: torch.Tensor, sizes, psize: int = 16) -> torch.Tensor:
-    """``cat([gather_patches(image 1), gather_patches(image 2)], 1)`` for matches (N, 4) written
-    into one buffer: (N, 2D, psize, psize) in channels-last memory, each half L2-normalised per
-    pixel in place (no intermediate copies)."""
+    """Both images' patches of matches (N, 4) [x1, y1, x2, y2] as the regressors' input
+    (N, 2D, psize, psize) (patch2pix.md §1.4): around each integer-truncated point, nearest-neighbour
+    samples of each level at ``(x + d) // stride`` (clamped), levels concatenated and L2-normalised
+    jointly per pixel, image 1's D channels then image 2's.
+
+    ``feats`` are (1, C_l, H / s_l, W / s_l) maps; rows are gathered from a (H W, C) view (several
+    times faster on a CPU than 2-D advanced indexing) straight into one buffer, normalised in place,
+    and returned as a channels-last view (no concatenation copies)."""
     d1, d2 = sum(f.shape[1] for f in feats1), sum(f.shape[1] for f in feats2)
     n = len(matches)
     out = torch.empty(n * psize * psize, d1 + d2, device=matches.device, dtype=feats1[0].dtype)

@@ -75,9 +75,8 @@ def _status(r, e: dict) -> str:
     have = int(r["num_pairs"]) if "num_pairs" in r and pd.notna(r["num_pairs"]) else None
     if want is not None and have != want:
         return f"not compared: ours is on {have} pairs, the published number on {want}"
-    sha = e.get("pairs_sha256")
-    ours = r.get("pairs_sha256") if hasattr(r, "get") else None
-    if sha and ours is not None and isinstance(ours, str) and ours != sha:
+    sha, ours = e.get("pairs_sha256"), r.get("pairs_sha256")
+    if sha and isinstance(ours, str) and ours != sha:
         return "not compared: ours is on another pair file (SHA-256 differs)"
     return "compared"
 
