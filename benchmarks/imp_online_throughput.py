@@ -1,14 +1,21 @@
 """IMP training pairs per second: offline (imp_dump files) against online (features and ground
-truth made while training, with and without augmentations), on the demo's IMP scenes.
+truth made while training, with and without augmentations), on the demo's IMP scenes, and the
+online pairs from 0, 1 and 2 DataLoader workers.
 
     python benchmarks/imp_online_throughput.py [--config config.yaml] [--scenes 2] [--pairs 40]
-                                               [--num-keypoints 256] [--threads 2]
+                                               [--num-keypoints 256] [--threads 2] [--workers 0 1 2]
 
 Builds the config's ``megadepth_imp`` demo dataset in a scratch folder (``--scenes`` of them),
 runs the offline dump (``imp_dump``, timed: its cost is paid once per dataset) and the online
 pair lists (``imp_pairs``), then draws ``--pairs`` training pairs from each sampler
 (:class:`IMPPairs`, :class:`IMPOnlinePairs`) and prints pairs per second. Data only: the
 network step is the same in both modes (``benchmarks/imp_speed.py`` times it).
+
+Workers: the training loop's path (:meth:`IMPOnlinePairs.loader`, batches of 2 keyed by step);
+``steady`` leaves out the first batch (the workers' start-up: a spawned process imports torch and
+OpenCV), ``total`` includes it. The batches are checked equal to the in-process ones. The issue's
+reference: 11 pairs/s from SIFT in the training process before, ~50 pairs/s for the released
+batch 16 on a GPU node.
 """
 
 from __future__ import annotations
@@ -37,6 +44,18 @@ def rate(sampler, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def worker_rates(sampler, n: int, workers: int) -> tuple[float, float, list]:
+    """(steady, total) pairs/s of ``n`` pairs in batches of 2 from ``workers`` DataLoader workers."""
+    plan = [(s, [(2 * s) % len(sampler.pairs), (2 * s + 1) % len(sampler.pairs)], 0) for s in range(n // 2)]
+    t0 = time.perf_counter()
+    it = sampler.loader(plan, workers)
+    out = [next(it)]
+    t1 = time.perf_counter()
+    out += list(it)
+    t2 = time.perf_counter()
+    return (n - 2) / (t2 - t1), n / (t2 - t0), out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="config.yaml")
@@ -44,6 +63,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=40)
     ap.add_argument("--num-keypoints", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import cv2
@@ -82,7 +102,18 @@ def main() -> None:
         for name, s in (("offline (imp_dump)", offline), ("online", online),
                         ("online + photometric 0.5 + perspective 0.1", augmented)):
             print(f"{name:<46}{rate(s, a.pairs):>10.1f}")
+        for name, s in (("online", online), ("online + photometric 0.5 + perspective 0.1", augmented)):
+            print(f"\n{name}, the training loop's loader (batches of 2 by step):")
+            print(f"{'DataLoader workers':<22}{'steady pairs/s':>16}{'total pairs/s':>15}{'vs 0 workers':>14}")
+            ref = None
+            for w in a.workers:
+                steady, total, batches = worker_rates(s, a.pairs, w)
+                if ref is None:
+                    ref, base = batches, steady
+                same = all(torch.equal(x[k], y[k]) for x, y in zip(ref, batches) for k in x)
+                print(f"{w:<22}{steady:>16.1f}{total:>15.1f}{steady / base:>13.2f}x"
+                      + ("" if same else "   BATCHES DIFFER"))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # (spawned DataLoader workers re-import this file)
     main()

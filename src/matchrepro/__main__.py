@@ -1,3 +1,4 @@
 from matchrepro.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned DataLoader worker re-imports the main module
+    raise SystemExit(main())

@@ -74,6 +74,40 @@ def test_a_resumed_run_keeps_comparing_with_its_best(tmp_path):
         assert torch.equal(v, torch.load(parts, weights_only=True)["model"][k]), k
 
 
+def test_early_stop_ends_after_validations_without_a_new_best(tmp_path):
+    """early_stop 2: the run ends at the first validation that is the second in a row without a new
+    best; its validations and kept weights equal the full run's up to there, the log says so, and
+    running it again (last.pth at the stop) trains nothing more."""
+    whole = tmp_path / "whole" / "model_best.pth"
+    train(whole, "toy", dict(TOY, steps=120, val_criterion="max_error"))
+    full = pd.read_csv(whole.parent / "validation.csv")
+    # where early_stop 2 must end: the first validation 2 validations after the best so far
+    best_step, stop = None, None
+    for step, err in zip(full.step, full.max_error):
+        if best_step is None or err < full.max_error[full.step == best_step].item():
+            best_step = step
+        elif step - best_step >= 2 * TOY["validate_every"]:
+            stop = step
+            break
+    assert stop is not None and stop < 120  # this toy run has such a point
+    out = tmp_path / "early" / "model_best.pth"
+    params = dict(TOY, steps=120, val_criterion="max_error", early_stop=2)
+    r = train(out, "toy", params)
+    assert f"early stop at step {stop}: max_error has not improved for 2 validations" in r.stdout
+    val = pd.read_csv(out.parent / "validation.csv")
+    pd.testing.assert_frame_equal(val, full[full.step <= stop].reset_index(drop=True))
+    assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, stop + 1))
+    kept = torch.load(out, weights_only=True)
+    assert kept["step"] == best_step
+    # the kept weights are the full run's at that step: re-validated, they give its logged value
+    assert toy_validate(out)["max_error"] == pytest.approx(full.max_error[full.step == best_step].item(), rel=1e-5)
+    r = train(out, "toy", params)
+    assert f"stopped early at step {stop} before (best at step {best_step}): nothing to train" in r.stdout
+    assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, stop + 1))
+    r = train(tmp_path / "e" / "w.pth", "toy", dict(steps=4, device="cpu", early_stop=2), check=False)
+    assert r.returncode == 1 and "early_stop needs a validation split" in r.stderr
+
+
 def test_validation_settings_are_checked(tmp_path):
     r = train(tmp_path / "x" / "w.pth", "toy", dict(TOY, steps=4, val_criterion="auc@10"), check=False)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (

@@ -27,24 +27,26 @@ from matchrepro.io import image_key
 from matchrepro.models.imp import normalize_keypoints
 
 
-def select_keypoints(n0: int, n1: int, m: np.ndarray, K: int, lo: int, hi: int):
+def select_keypoints(n0: int, n1: int, m: np.ndarray, K: int, lo: int, hi: int,
+                     generator: torch.Generator | None = None):
     """The released per-pair selection (imp.md §3.3) from ``n0``/``n1`` keypoints with GT
     matches ``m`` (M, 2): returns ``ids0``, ``ids1`` (K,) keypoint indices in the sample's
     (shuffled) order and ``gt0``/``gt1`` (K,) the partner position in the other image or -1.
-    Draws from torch's global generator."""
+    Draws from ``generator``, torch's global generator when None."""
+    g = generator
     un0 = np.setdiff1d(np.arange(n0), m[:, 0])
     un1 = np.setdiff1d(np.arange(n1), m[:, 1])
-    n_in = int(torch.randint(lo, hi + 1, ()).item())
+    n_in = int(torch.randint(lo, hi + 1, (), generator=g).item())
     n = min(n_in, len(m))
     n = max(n, K - min(len(un0), len(un1)))
     n = min(n, len(m), K)
-    sel = m[torch.randperm(len(m))[:n].numpy()]
-    f0 = un0[torch.randperm(len(un0))[: K - n].numpy()]
-    f1 = un1[torch.randperm(len(un1))[: K - n].numpy()]
+    sel = m[torch.randperm(len(m), generator=g)[:n].numpy()]
+    f0 = un0[torch.randperm(len(un0), generator=g)[: K - n].numpy()]
+    f1 = un1[torch.randperm(len(un1), generator=g)[: K - n].numpy()]
     ids0 = np.concatenate([sel[:, 0], f0])
     ids1 = np.concatenate([sel[:, 1], f1])
-    o0 = torch.randperm(K).numpy()
-    o1 = torch.randperm(K).numpy()
+    o0 = torch.randperm(K, generator=g).numpy()
+    o1 = torch.randperm(K, generator=g).numpy()
     ids0, ids1 = ids0[o0], ids1[o1]
     # GT partner positions after shuffling: match j sits at pos0 = inv(o0)[j], pos1 = inv(o1)[j]
     inv0, inv1 = np.argsort(o0), np.argsort(o1)

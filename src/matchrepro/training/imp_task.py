@@ -158,6 +158,17 @@ class IMPTask:
     def batch(self, idx) -> dict:
         return self.data.batch(idx)
 
+    def batches(self, plan, num_workers: int = 0):
+        """Each step's batch (see matchrepro.training.loop): dump pairs are sampled in this process
+        from torch's global generator, as released; online pairs from per-step seeds, by
+        ``num_workers`` DataLoader workers when asked."""
+        if self.online:
+            return self.data.loader(plan, num_workers)
+        if num_workers:
+            raise ConfigError(f"training.{self.name}.params.num_workers: dump pairs are read from memory in the "
+                              "training process; DataLoader workers are for online pairs (data: an imp_pairs run)")
+        return (self.data.batch(idx) for _, idx, _ in plan)
+
     def checkpoint_extras(self) -> dict:
         return {"variant": self.variant, "dim": self.data.dim, "kind": self.variant}
 

@@ -25,7 +25,15 @@ Validation (a task with ``has_validation``: a held-out split): every ``validate_
 mode, no gradient, torch's random state restored afterwards so training draws are unchanged),
 appends the metrics to ``validation.csv`` and saves ``best.pth`` when ``val_criterion`` (default
 the task's ``val_criterion``; its direction from ``task.val_metrics``) improves. The best so
-far travels in ``last.pth``, so a resumed run keeps comparing against it.
+far travels in ``last.pth``, so a resumed run keeps comparing against it. ``early_stop: N`` ends
+the run after N validations in a row without a new best (``last.pth`` and ``final.pth`` at that
+step; a resumed run that had stopped trains no further). Validation changes nothing that is
+trained, so the kept weights are the ones the full-length run keeps unless one of its later
+validations beats them.
+A task with ``batches(plan, num_workers)`` makes each step's batch from (step, indices, offset)
+itself, e.g. online IMP pairs in ``num_workers`` DataLoader worker processes ahead of the step
+(:meth:`matchrepro.datasets.imp_online.IMPOnlinePairs.loader`); ``num_workers`` does not change
+what is learned, so it is not part of a run's fingerprint.
 ``amp`` (``bf16`` or ``fp16``, CUDA only; ignored on the CPU) runs the task's loss under
 autocast, fp16 with a gradient scaler. A NaN/Inf loss, or ``None`` from the task (nothing to
 learn from in this batch), skips the step and is logged as ``nan``. ``log.csv`` gets one row per
@@ -69,13 +77,15 @@ DEFAULTS = {
     "lr_min": 1e-6,
     "validate_every": None,
     "val_criterion": None,
+    "num_workers": 0,
+    "early_stop": None,
 }
 LR_SCHEDULES = ("multistep", "exponential")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings that say how long and where a run trains, not what it learns (see run_fingerprint).
 CLUSTER_KEYS = {"gpus", "processes", "threads", "mem_mb", "runtime"}
 RUN_LENGTH_KEYS = {"steps", "epochs", "checkpoint_every", "keep_epoch_checkpoints", "device", "amp",
-                   "validate_every", "val_criterion"}
+                   "validate_every", "val_criterion", "num_workers", "early_stop"}
 
 
 def run_fingerprint(model: str, params: dict, dataset: dict | None, data: str | None, init: str | None) -> str:
@@ -184,18 +194,53 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
         if resumed_from is not None:
             print(f"resumed from step {resumed_from} ({last})", flush=True)
     loss_val = float("nan")
-    try:
-        while step < total:
-            epoch, k = divmod(step, steps_per_epoch)
-            if hasattr(task, "epoch_indices"):  # the task's own epoch composition (e.g. IMP's pairs per scene)
-                perm = task.epoch_indices(epoch)
-            else:
-                g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
-                perm = torch.randperm(n, generator=g)
+
+    def plan(start: int):
+        """(step, this rank's sample indices, their offset in the global batch) of each step left."""
+        perm, perm_epoch = None, None
+        for s in range(start, total):
+            epoch, k = divmod(s, steps_per_epoch)
+            if epoch != perm_epoch:
+                if hasattr(task, "epoch_indices"):  # the task's own epoch composition (e.g. IMP's pairs per scene)
+                    perm = task.epoch_indices(epoch)
+                else:
+                    g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
+                    perm = torch.randperm(n, generator=g)
+                perm_epoch = epoch
             idx = perm[k * c["batch_size"]:(k + 1) * c["batch_size"]]
-            idx = idx[info.rank * local_bs:(info.rank + 1) * local_bs]
+            yield s, idx[info.rank * local_bs:(info.rank + 1) * local_bs], info.rank * local_bs
+
+    workers = int(c["num_workers"])
+    if workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {workers}")
+    if hasattr(task, "batches"):  # the task makes step-keyed batches, in DataLoader workers if asked
+        batches = task.batches(plan(step), workers)
+    elif workers:
+        raise ConfigError(f"num_workers: {type(task).__name__} makes its batches in the training process "
+                          "(only online IMP pairs use DataLoader workers); remove the setting")
+    else:
+        batches = (task.batch(idx) for _, idx, _ in plan(step))
+    patience = c["early_stop"]
+    if patience is not None and (val is None or int(patience) < 1):
+        raise ConfigError("early_stop needs a validation split (training.<name>.validation) and a count >= 1, "
+                          f"got {patience!r}")
+
+    def stale() -> bool:
+        """``early_stop`` validations in a row without a new best (rank 0 decides for every rank)."""
+        flag = torch.tensor(float(info.is_main and best is not None
+                                  and step - best["step"] >= int(patience) * val["every"]), device=info.device)
+        if info.enabled:
+            torch.distributed.broadcast(flag, 0)
+        return bool(flag > 0)
+
+    stopped_early = patience is not None and step < total and stale()  # a resumed run that had stopped
+    if stopped_early and info.is_main:
+        print(f"stopped early at step {step} before (best at step {best['step']}): nothing to train", flush=True)
+    try:
+        while step < total and not stopped_early:
+            epoch = step // steps_per_epoch
             t0 = time.perf_counter()
-            batch = {key: v.to(info.device) for key, v in task.batch(idx).items()}
+            batch = {key: v.to(info.device) for key, v in next(batches).items()}
             with torch.autocast(info.device.type, dtype=AMP_DTYPES.get(amp, torch.float32), enabled=amp is not None):
                 loss = task.loss(net, batch)
             if loss is None:
@@ -241,17 +286,31 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
                     _save(last, state())
                     print(f"interrupted: checkpoint at step {step} in {last}", flush=True)
                 raise Interrupted()
+            if patience is not None and step % val["every"] == 0 and step < total and stale():
+                stopped_early = True
+                if info.is_main:
+                    _save(last, state())
+                    print(f"early stop at step {step}: {val['metric']} has not improved for {patience} validations "
+                          f"(best {best['value']:.4g} at step {best['step']}; steps: {total})", flush=True)
         barrier(info)
         if info.is_main:
             _save(out_dir / "final.pth", state())
     finally:
+        _close(batches)
         for s, h in old.items():
             signal.signal(s, h)
         if log_f:
             log_f.close()
         cleanup(info)
     return {"step": step, "loss": loss_val if math.isfinite(loss_val) else None, "resumed_from": resumed_from,
-            "best": best}
+            "best": best, "stopped_early": stopped_early}
+
+
+def _close(batches) -> None:
+    """Stop a batch iterator's DataLoader workers (a generator closes the loader it wraps)."""
+    shutdown = getattr(batches, "_shutdown_workers", None) or getattr(batches, "close", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _validation_settings(task, c: dict) -> dict | None:
