@@ -174,7 +174,8 @@ def test_online_training_through_the_cli(pairs):
     spec = {"training": {"name": "imp_online", "model": "imp", "data": "imp_pairs", "init": None,
                          "params": {"num_keypoints": 128, "inliers_range": [8, 64], "pairs_per_scene": 4,
                                     "batch_size": 2, "steps": 3, "lr": 1e-5, "init_mode": "identity",
-                                    "augment_photometric": 1.0, "augment_perspective": 0.1}},
+                                    "augment_photometric": 1.0, "augment_perspective": 0.1,
+                                    "num_workers": 1}},  # a spawned worker re-imports `python -m matchrepro`
             "dataset": {"root": str(root)}, "features": SIFT}
     out = tmp / "run" / "model_best.pth"
     r = subprocess.run([sys.executable, "-m", "matchrepro", "train", "--spec", json.dumps(spec), "--out", str(out),
