@@ -107,6 +107,8 @@ def main() -> int:
     ap.add_argument("--against", type=Path, default=None,
                     help="compare this run's tables with those of a kept earlier run (its scratch folder)")
     a = ap.parse_args()
+    if a.against and not (a.against / "results" / "tables").is_dir():
+        ap.error(f"--against {a.against}: no results/tables in it (give the earlier run's scratch folder)")
     runs = [a.against] if a.against else []
     for k in range(2 if a.twice and not a.against else 1):
         work, wall, peak, n_jobs, _ = run_demo(a.cores)

@@ -207,8 +207,8 @@ class IMPOnlinePairs(ScenePairSampler):
         dl = torch.utils.data.DataLoader(data, sampler=((s, [int(i) for i in idx], o) for s, idx, o in plan),
                                          batch_size=None, num_workers=num_workers, prefetch_factor=prefetch,
                                          collate_fn=_as_is, worker_init_fn=_single_threaded_worker,
-                                         # fork would copy OpenCV's and OpenMP's thread pools mid-use (the
-                                         # workers hang in SIFT): spawned workers start clean
+                                         # forked workers hung here before their first batch (in a process
+                                         # that had run OpenCV and torch threads): spawned ones start clean
                                          multiprocessing_context="spawn")
         if not gpu:
             return iter(dl)
