@@ -145,3 +145,23 @@ def test_longer_run_continues_but_a_changed_setting_starts_over(tmp_path):
     assert json.loads(r.stdout.strip().splitlines()[-1])["resumed_from"] is None
     assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, 21))
     assert (out.parent / "last.stale.pth").is_file()
+
+
+def test_early_stop_under_ddp_stops_every_rank_at_the_same_step(tmp_path):
+    """Rank 0 validates and decides; both ranks stop together (no rank waits in an all-reduce), the
+    logs end at the stop, and a rerun of the stopped run trains nothing on either rank."""
+    import re
+
+    out = tmp_path / "ddp" / "w.pth"
+    params = dict(steps=120, batch_size=16, lr=0.05, checkpoint_every=10, validate_every=4, val_samples=64,
+                  val_criterion="max_error", early_stop=2, processes=2, device="cpu")
+    r = run(train_cmd(out, **params))
+    m = re.search(r"early stop at step (\d+): max_error has not improved for 2 validations", r.stdout)
+    assert m, r.stdout[-2000:]
+    stop = int(m.group(1))
+    assert stop < 120
+    assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, stop + 1))
+    assert pd.read_csv(out.parent / "validation.csv").step.tolist()[-1] == stop
+    r = run(train_cmd(out, **params))
+    assert f"stopped early at step {stop} before" in r.stdout
+    assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, stop + 1))
