@@ -111,10 +111,6 @@ def test_draws_replay_from_the_torch_seed(pairs):
     assert a["keypoints0"].shape == (2, 128, 2) and a["descriptors1"].shape == (2, 128, 128)
 
 
-def _plan(steps, batch):
-    return [(s, list(range(s * batch, (s + 1) * batch)), 0) for s in steps]
-
-
 def _equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

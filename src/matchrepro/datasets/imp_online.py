@@ -192,8 +192,11 @@ class IMPOnlinePairs(ScenePairSampler):
         """The batch of training step ``step``: pair ``idx[j]`` drawn from the seed of (``seed``,
         ``step``, ``offset + j``), so a batch is the same whichever process or worker makes it
         (``offset``: the position of this rank's first pair in the global batch under DDP)."""
-        return collate([self.sample(int(i), step_seed(self.seed, step, offset + j)) for j, i in enumerate(idx)],
-                       self.shift)
+        return collate([self.sample(i, seed) for i, seed in self.step_seeds(step, idx, offset)], self.shift)
+
+    def step_seeds(self, step: int, idx, offset: int = 0) -> list[tuple[int, int]]:
+        """(pair index, seed) of each pair of step ``step``'s batch part starting at ``offset``."""
+        return [(int(i), step_seed(self.seed, step, offset + j)) for j, i in enumerate(idx)]
 
     def loader(self, plan, num_workers: int = 0, prefetch: int = 2):
         """Batches for ``plan``, an iterable of (step, idx, offset), in its order: made in this
@@ -230,7 +233,7 @@ class _StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, key):
         step, idx, offset = key
         if self.read_only:
-            return [self.pairs.read(i, step_seed(self.pairs.seed, step, offset + j)) for j, i in enumerate(idx)]
+            return [self.pairs.read(i, seed) for i, seed in self.pairs.step_seeds(step, idx, offset)]
         return self.pairs.batch_at(step, idx, offset)
 
 

@@ -138,6 +138,16 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
     sched = _scheduler(opt, c)
     per_step_schedule = c["lr_schedule"] == "exponential"
     val = _validation_settings(task, c)
+    workers = int(c["num_workers"])
+    if workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {workers}")
+    if workers and not hasattr(task, "batches"):
+        raise ConfigError(f"num_workers: {type(task).__name__} makes its batches in the training process "
+                          "(only online IMP pairs use DataLoader workers); remove the setting")
+    patience = c["early_stop"]
+    if patience is not None and (val is None or int(patience) < 1):
+        raise ConfigError("early_stop needs a validation split (training.<name>.validation) and a count >= 1, "
+                          f"got {patience!r}")
     best = None  # {"step", "metric", "value"} of best.pth
     step, resumed_from = 0, None
     last = out_dir / "last.pth"
@@ -210,21 +220,6 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
             idx = perm[k * c["batch_size"]:(k + 1) * c["batch_size"]]
             yield s, idx[info.rank * local_bs:(info.rank + 1) * local_bs], info.rank * local_bs
 
-    workers = int(c["num_workers"])
-    if workers < 0:
-        raise ConfigError(f"num_workers must be >= 0, got {workers}")
-    if hasattr(task, "batches"):  # the task makes step-keyed batches, in DataLoader workers if asked
-        batches = task.batches(plan(step), workers)
-    elif workers:
-        raise ConfigError(f"num_workers: {type(task).__name__} makes its batches in the training process "
-                          "(only online IMP pairs use DataLoader workers); remove the setting")
-    else:
-        batches = (task.batch(idx) for _, idx, _ in plan(step))
-    patience = c["early_stop"]
-    if patience is not None and (val is None or int(patience) < 1):
-        raise ConfigError("early_stop needs a validation split (training.<name>.validation) and a count >= 1, "
-                          f"got {patience!r}")
-
     def stale() -> bool:
         """``early_stop`` validations in a row without a new best (rank 0 decides for every rank)."""
         flag = torch.tensor(float(info.is_main and best is not None
@@ -236,7 +231,13 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
     stopped_early = patience is not None and step < total and stale()  # a resumed run that had stopped
     if stopped_early and info.is_main:
         print(f"stopped early at step {step} before (best at step {best['step']}): nothing to train", flush=True)
+    batches = None
     try:
+        if not stopped_early:
+            if hasattr(task, "batches"):  # the task makes step-keyed batches, in DataLoader workers if asked
+                batches = task.batches(plan(step), workers)
+            else:
+                batches = (task.batch(idx) for _, idx, _ in plan(step))
         while step < total and not stopped_early:
             epoch = step // steps_per_epoch
             t0 = time.perf_counter()
@@ -307,7 +308,7 @@ def train(task, cfg: dict, out_dir: str | Path, fingerprint: str | None = None) 
 
 
 def _close(batches) -> None:
-    """Stop a batch iterator's DataLoader workers (a generator closes the loader it wraps)."""
+    """Stop a batch iterator's DataLoader workers (a generator closes the loader it wraps); None: nothing."""
     shutdown = getattr(batches, "_shutdown_workers", None) or getattr(batches, "close", None)
     if shutdown is not None:
         shutdown()
