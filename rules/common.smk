@@ -354,9 +354,11 @@ def method_gpus(wildcards):
 
 
 def method_threads(wildcards):
-    """Learned matchers use the CPU cores they are given (torch intra-op threads): 4 each, fewer
-    when Snakemake has fewer (``--cores``); descriptor matching runs single-threaded."""
-    return 1 if method_gpus(wildcards) == 0 else 4
+    """Learned matchers use ``torch_threads`` torch intra-op threads (4 by default, 2 in the demo);
+    Snakemake reserves fewer cores where it has fewer (``--cores``), but the job still runs that
+    many torch threads, because torch's CPU results depend on the thread count. Descriptor
+    matching runs single-threaded."""
+    return 1 if method_gpus(wildcards) == 0 else config["torch_threads"]
 
 
 def train_param(wildcards, key, default):

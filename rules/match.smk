@@ -46,8 +46,9 @@ rule match_pairs:
     params:
         spec=match_spec,
         args=match_args,
+        torch_threads=method_threads,  # as configured, not lowered to --cores: the numbers stay the same
     shell:
-        "python -m matchrepro match-dataset --spec {params.spec:q} {params.args} --threads {threads} --out {output} > {log} 2>&1"
+        "python -m matchrepro match-dataset --spec {params.spec:q} {params.args} --threads {params.torch_threads} --out {output} > {log} 2>&1"
 
 
 # Sharded datasets (`shards: n` > 1): matching runs per contiguous chunk of pairs, then merges.
@@ -73,8 +74,9 @@ rule match_pairs_shard:
     params:
         spec=match_spec,
         args=match_args,
+        torch_threads=method_threads,  # as configured, not lowered to --cores: the numbers stay the same
     shell:
-        "python -m matchrepro match-dataset --spec {params.spec:q} {params.args} --threads {threads} --shard {wildcards.shard}"
+        "python -m matchrepro match-dataset --spec {params.spec:q} {params.args} --threads {params.torch_threads} --shard {wildcards.shard}"
         " --out {output} > {log} 2>&1"
 
 

@@ -15,7 +15,7 @@ rule train_model:
         "results/runtime/train_model/{model}.tsv"
     conda:
         "../envs/matchrepro.yaml"
-    threads: lambda w: train_param(w, "threads", 4)
+    threads: lambda w: train_param(w, "threads", config["torch_threads"])
     resources:
         gpu=lambda w: train_param(w, "gpus", 1),
         mem_mb=lambda w: train_param(w, "mem_mb", 32000),
@@ -23,6 +23,7 @@ rule train_model:
     params:
         spec=train_spec,
         args=train_args,
+        torch_threads=lambda w: train_param(w, "threads", config["torch_threads"]),  # not lowered to --cores
     shell:
         "python -m matchrepro train --spec {params.spec:q} --out {output.weights} --loss-out {output.loss}"
-        " --val-out {output.val} --threads {threads} {params.args} > {log} 2>&1"
+        " --val-out {output.val} --threads {params.torch_threads} {params.args} > {log} 2>&1"

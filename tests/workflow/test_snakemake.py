@@ -64,6 +64,42 @@ def test_missing_local_dataset_folder_is_named():
     assert "matchrepro: config.yaml: datasets.hpatches.root: dataset folder not found: no/such/dir" in r.stdout + r.stderr
 
 
+def torch_threads_by_job(text: str) -> dict[str, int]:
+    """``--threads`` of each printed ``match-dataset`` / ``train`` command, keyed by its output."""
+    out = {}
+    for line in text.splitlines():
+        m = re.search(r"python -m matchrepro (match-dataset|train) .*--out (\S+).*", line)
+        if m:
+            out[m.group(2)] = int(re.search(r"--threads (\d+)", line).group(1))
+    return out
+
+
+@pytest.mark.parametrize("cores", ["1", "2"])
+def test_torch_threads_come_from_the_config_not_the_cores(tmp_path, cores):
+    """Every learned matcher and training job runs ``torch_threads`` torch threads (2 in the
+    demo) whatever ``--cores`` says, so that its numbers do not depend on the machine; descriptor
+    matching runs 1; ``training.<name>.params.threads`` overrides one run."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    args = ("-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "-p", "--cores", cores,
+            "results/tables")
+    threads = torch_threads_by_job(snakemake(*args).stdout)
+    learned = {k: v for k, v in threads.items() if "_demo" in k}
+    assert {k for k in learned if k.startswith("results/training/")} == {
+        f"results/training/{m}/model_best.pth" for m in ("ncnet_demo", "patch2pix_demo", "imp_sift_demo", "eimp_sift_demo")}
+    assert len(learned) >= 4 + 4 and set(learned.values()) == {2}, threads
+    assert threads["results/matches/sift_mnn/yfcc.h5"] == 1
+    threads = torch_threads_by_job(snakemake(*args, "--config", "torch_threads=3").stdout)
+    assert threads["results/matches/imp_sift_demo/yfcc.h5"] == 3
+    assert threads["results/training/ncnet_demo/model_best.pth"] == 3
+
+
+def test_torch_threads_must_be_positive():
+    r = snakemake("-n", "--config", "torch_threads=0", check=False)
+    assert r.returncode != 0
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "matchrepro:" in ln]
+    assert lines == ["matchrepro: config.yaml: torch_threads: 0 is less than the minimum of 1"]
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The README's demo target, run in a scratch working directory."""
