@@ -2,7 +2,8 @@
 code's figures, EIMP's speed-up over IMP at equal pose accuracy, and the keypoints per iteration.
 
     python benchmarks/imp_speed.py [--weights results/training/imp_sift_demo/model_best.pth]
-                                   [--dim 256] [--repeats 5] [--pose-pairs 10] [--threads 2]
+                                   [--dim 256] [--repeats 5] [--pose-pairs 40] [--threads 2]
+                                   [--pool-confidence 0.1]
 
 Without ``--weights`` the model is the identity start (``init_mode: identity``, a soft mutual
 nearest neighbour) so that EIMP's pooling has confident and unconfident keypoints to tell apart;
@@ -115,9 +116,11 @@ def main() -> None:
     ap.add_argument("--keypoints", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--inlier-ratio", type=float, default=0.3)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--pose-pairs", type=int, default=10)
+    ap.add_argument("--pose-pairs", type=int, default=40)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pool-confidence", type=float, default=0.1,
+                    help="EIMP's θ_m: a keypoint with at least this matchable mass is kept (released 0.1)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -132,10 +135,11 @@ def main() -> None:
         identity_init(base, 0.02, 0.8)
         sd = base.state_dict()
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, D={dim}, "
-          f"weights {a.weights or 'identity start'}, inlier ratio {a.inlier_ratio}, median of {a.repeats}")
+          f"weights {a.weights or 'identity start'}, inlier ratio {a.inlier_ratio}, median of {a.repeats}, "
+          f"EIMP pool_confidence {a.pool_confidence}")
     models = {}
     for name, pooling in (("imp", None), ("mask", "mask"), ("prune", "prune")):
-        m = IMP(dim, pooling=pooling).to(dev).eval()
+        m = IMP(dim, pooling=pooling, pool_confidence=a.pool_confidence).to(dev).eval()
         m.load_state_dict(sd)
         models[name] = m
     for n in a.keypoints:
