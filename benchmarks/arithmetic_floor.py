@@ -17,9 +17,7 @@ first convolution, IMP's attention and 1x1 projections), each timed alone.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,20 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import imp_speed  # noqa: E402
 import patch2pix_speed  # noqa: E402
+from timing import median_seconds, released_patch2pix  # noqa: E402
 
 # (workload, the issue's released-code seconds, the issue's target ratio)
 TARGETS = {"patch2pix 500 coarse matches": (13.98, 0.3), "imp D=256 1024 keypoints": (1.07, 0.6),
            "imp D=256 2048 keypoints": (7.70, 0.5)}
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def counted_flops(fn) -> int:
@@ -87,12 +76,7 @@ def attention_ms(repeats: int) -> dict[str, float]:
 
 def workloads() -> dict:
     """name -> a no-argument function running the workload once."""
-    torch.manual_seed(0)
-    net = patch2pix_speed.Patch2Pix()
-    patch2pix_speed.init_weights(net, seed=0)
-    net.eval()
-    im1, im2 = patch2pix_speed.photo_pair(torch.device("cpu"))
-    props = torch.rand(500, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([640.0, 480, 640, 480])
+    net, im1, im2, props = released_patch2pix(500)
 
     def patch2pix():
         f1, f2 = net.extract.forward_all(im1), net.extract.forward_all(im2)

@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
-import time
 
 import torch
 
 from matchrepro.models.conv4d import Conv4d, conv4d_loop_reference
 from matchrepro.models.patch2pix import NeighConsensus
+from timing import median_seconds
 
 RELEASED_NC_S = 8.42  # released Patch2Pix NC on (1, 1, 30, 40, 30, 40), 2 threads, this machine kind
-
-
-def bench(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -45,8 +34,8 @@ def main() -> int:
         for name, shape in (("test 640x480 (1, 1, 30, 40, 30, 40)", (1, 1, 30, 40, 30, 40)),
                             ("train 480x320 (2, 1, 20, 30, 20, 30)", (2, 1, 20, 30, 20, 30))):
             x = torch.relu(torch.randn(shape))
-            fast = bench(lambda: nc(x), a.repeat)
-            ref = bench(lambda: nc.forward_reference(x), a.repeat)
+            fast = median_seconds(lambda: nc(x), a.repeat)
+            ref = median_seconds(lambda: nc.forward_reference(x), a.repeat)
             y, r = nc(x), nc.forward_reference(x)
             diff = float((y - r).abs().max() / r.abs().max())
             line = (f"NC {name:38s} ours {fast:6.3f} s  released order {ref:6.3f} s  speed-up {ref / fast:5.2f}x  "
@@ -56,7 +45,7 @@ def main() -> int:
             print(line)
         conv = Conv4d(1, 16, 3)
         x = torch.randn(1, 1, 30, 40, 30, 40)
-        loop = bench(lambda: conv4d_loop_reference(x, conv.weight, conv.bias), 1)
+        loop = median_seconds(lambda: conv4d_loop_reference(x, conv.weight, conv.bias), 1)
         print(f"one layer (1 -> 16) in the original loop formulation: {loop:6.3f} s")
     print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     return 0

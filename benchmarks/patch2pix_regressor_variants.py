@@ -28,18 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import patch2pix_speed  # noqa: E402
+from timing import median_seconds, released_patch2pix  # noqa: E402
 from matchrepro.models import patch2pix as p2p  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
 
 
 def im2col(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int) -> torch.Tensor:
@@ -83,19 +73,14 @@ def formulations(repeats: int) -> None:
             with torch.no_grad():
                 ref = variants["convolution"]()
                 for name, fn in variants.items():
-                    ms = median_ms(fn, repeats)
+                    ms = 1e3 * median_seconds(fn, repeats)
                     diff = (fn() - ref).abs().max().item()
                     print(f"  conv {c_in}->512 stride {stride}, {n} patches, {name}: {ms:7.1f} ms "
                           f"{gflop / ms * 1e3:5.0f} GFLOP/s (max difference {diff:.1e})", flush=True)
 
 
 def chunks(repeats: int) -> None:
-    torch.manual_seed(0)
-    net = patch2pix_speed.Patch2Pix()
-    patch2pix_speed.init_weights(net, seed=0)
-    net.eval()
-    im1, im2 = patch2pix_speed.photo_pair(torch.device("cpu"))
-    props = torch.rand(500, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([640.0, 480, 640, 480])
+    net, im1, im2, props = released_patch2pix(500)
     refine = p2p.refine
     sizes = {300: [], 100: [], 150: [], 50: []}
     outs = {}

@@ -1,0 +1,35 @@
+"""Helpers shared by the benchmark scripts: a median wall time, and the released-architecture
+Patch2Pix inputs that ``patch2pix_speed.py`` times."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def released_patch2pix(n_proposals: int = 500):
+    """(eval-mode Patch2Pix with the released architecture and seeded random weights, image 1,
+    image 2, ``(n_proposals, 4)`` random proposals [x1, y1, x2, y2] in pixels of 640x480):
+    the inputs of ``patch2pix_speed.py``."""
+    import patch2pix_speed
+
+    torch.manual_seed(0)
+    net = patch2pix_speed.Patch2Pix()
+    patch2pix_speed.init_weights(net, seed=0)
+    net.eval()
+    im1, im2 = patch2pix_speed.photo_pair(torch.device("cpu"))
+    props = torch.rand(n_proposals, 4, generator=torch.Generator().manual_seed(0)) * torch.tensor([640.0, 480, 640, 480])
+    return net, im1, im2, props
