@@ -82,13 +82,13 @@ def formulations(repeats: int) -> None:
 def chunks(repeats: int) -> None:
     net, im1, im2, props = released_patch2pix(500)
     refine = p2p.refine
-    sizes = {300: [], 100: [], 150: [], 50: []}
+    times_by_chunk = {300: [], 100: [], 150: [], 50: []}
     outs = {}
     try:
         with torch.no_grad():
             f1, f2 = net.extract.forward_all(im1), net.extract.forward_all(im2)
             for _ in range(repeats + 1):  # the first round warms up
-                for c, times in sizes.items():
+                for c, times in times_by_chunk.items():
                     p2p.refine = lambda *a, c=c, **k: refine(*a, **{**k, "chunk": c})
                     t = time.perf_counter()
                     outs[c] = net.refine_levels(f1, f2, props, [(640, 480), (640, 480)])
@@ -96,7 +96,7 @@ def chunks(repeats: int) -> None:
     finally:
         p2p.refine = refine
     flat = {c: torch.cat([t.flatten().float() for t in o if torch.is_tensor(t)]) for c, o in outs.items()}
-    for c, times in sizes.items():
+    for c, times in times_by_chunk.items():
         same = torch.equal(flat[c], flat[300])
         print(f"  chunk {c:3d}: {' '.join(f'{t:.2f}' for t in times[1:])} s, median {statistics.median(times[1:]):.3f} s"
               f"{'' if c == 300 else ', outputs bitwise equal to chunk 300' if same else ', OUTPUTS DIFFER'}")

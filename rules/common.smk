@@ -361,6 +361,12 @@ def method_threads(wildcards):
     return 1 if method_gpus(wildcards) == 0 else config["torch_threads"]
 
 
+def train_threads(wildcards):
+    """torch threads of a training run: its ``params.threads``, else ``torch_threads`` (as for
+    :func:`method_threads`, passed to the job as configured, whatever ``--cores`` says)."""
+    return train_param(wildcards, "threads", config["torch_threads"])
+
+
 def train_param(wildcards, key, default):
     """Cluster resources of a training run, from ``training.<model>.params`` (gpus, threads,
     mem_mb, runtime); ``processes`` > 1 runs torch DDP through torchrun inside the job."""

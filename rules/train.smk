@@ -15,7 +15,7 @@ rule train_model:
         "results/runtime/train_model/{model}.tsv"
     conda:
         "../envs/matchrepro.yaml"
-    threads: lambda w: train_param(w, "threads", config["torch_threads"])
+    threads: train_threads
     resources:
         gpu=lambda w: train_param(w, "gpus", 1),
         mem_mb=lambda w: train_param(w, "mem_mb", 32000),
@@ -23,7 +23,7 @@ rule train_model:
     params:
         spec=train_spec,
         args=train_args,
-        torch_threads=lambda w: train_param(w, "threads", config["torch_threads"]),  # not lowered to --cores
+        torch_threads=train_threads,  # as configured, not lowered to --cores: the numbers stay the same
     shell:
         "python -m matchrepro train --spec {params.spec:q} --out {output.weights} --loss-out {output.loss}"
         " --val-out {output.val} --threads {params.torch_threads} {params.args} > {log} 2>&1"

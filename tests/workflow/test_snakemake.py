@@ -91,6 +91,14 @@ def test_torch_threads_come_from_the_config_not_the_cores(tmp_path, cores):
     threads = torch_threads_by_job(snakemake(*args, "--config", "torch_threads=3").stdout)
     assert threads["results/matches/imp_sift_demo/yfcc.h5"] == 3
     assert threads["results/training/ncnet_demo/model_best.pth"] == 3
+    import yaml
+
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["training"]["ncnet_demo"]["params"]["threads"] = 1
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    threads = torch_threads_by_job(snakemake(*args).stdout)
+    assert threads["results/training/ncnet_demo/model_best.pth"] == 1
+    assert threads["results/training/patch2pix_demo/model_best.pth"] == 2
 
 
 def test_torch_threads_must_be_positive():
