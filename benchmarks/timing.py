@@ -1,5 +1,5 @@
-"""Helpers shared by the benchmark scripts: a median wall time, and the released-architecture
-Patch2Pix inputs that ``patch2pix_speed.py`` times."""
+"""Helpers shared by the benchmark scripts: the allocator setting of the pipeline's processes, a
+median wall time, and the released-architecture Patch2Pix inputs that ``patch2pix_speed.py`` times."""
 
 from __future__ import annotations
 
@@ -7,6 +7,17 @@ import statistics
 import time
 
 import torch
+
+from matchrepro.allocator import OPT_OUT, keep_freed_memory
+
+
+def pipeline_allocator() -> str:
+    """Apply the allocator setting every ``python -m matchrepro`` process runs with
+    (``matchrepro.allocator``) and say which one this benchmark runs; ``MATCHREPRO_MALLOC=system``
+    times glibc's defaults instead."""
+    if keep_freed_memory():
+        return f"allocator: large blocks from the heap, freed memory kept, as the pipeline runs ({OPT_OUT}=system: glibc's defaults)"
+    return "allocator: the C library's defaults"
 
 
 def median_seconds(fn, repeats: int) -> float:
