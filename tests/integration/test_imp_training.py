@@ -152,16 +152,19 @@ def test_eimp_trains_with_pooling_from_imp_weights(dump):
 
 
 def test_killed_imp_run_resumes_mid_epoch(dump, tmp_path):
-    params = dict(TINY, steps=30)
+    steps = 12  # several epochs of the dump's pairs
+    params = dict(TINY, steps=steps)
     out = tmp_path / "killed" / "model_best.pth"
     kill_after_rows(train_cmd(out, dump[1], "imp", params), out.parent, 5, REPO)
     last = out.parent / "last.pth"
     saved = torch.load(last, weights_only=True)["step"]
-    assert 0 < saved < 30
+    assert 0 < saved < steps
     r = run(train_cmd(out, dump[1], "imp", params))
     assert f"resumed from step {saved}" in r.stdout
-    steps = pd.read_csv(out.parent / "log.csv").step
-    assert steps.iloc[-1] == 30 and set(range(1, 31)) <= set(steps)
+    log = pd.read_csv(out.parent / "log.csv")
+    assert log.step.iloc[-1] == steps and set(range(1, steps + 1)) <= set(log.step)
+    epoch_of = log.drop_duplicates("step", keep="last").set_index("step").epoch
+    assert epoch_of[saved + 1] < epoch_of[steps]  # the resumed run went on into later epochs
     straight = tmp_path / "straight" / "model_best.pth"
     run(train_cmd(straight, dump[1], "imp", params))
     a, b = torch.load(out, weights_only=True)["model"], torch.load(straight, weights_only=True)["model"]

@@ -29,19 +29,24 @@ def cluster(tmp_path_factory):
         pytest.skip(f"no SLURM cluster: {e}")
 
 
+BENCHMARKS = ("yfcc", "hpatches")  # a sharded and an unsharded benchmark
+
+
 def small_config(work: Path) -> Path:
-    """The demo config, smaller (fewer scenes/pairs), plus a toy training run on the 'GPU'."""
+    """The demo config, smaller: YFCC in 2 shards (match_pairs_shard, evaluate_shard, gather) and
+    HPatches unsharded, SIFT + mutual NN on fewer scenes/pairs, and a toy training run on the 'GPU'.
+    The learned demo methods train and match locally (tests/workflow)."""
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     d = cfg["datasets"]
     d["yfcc"]["demo"].update(scenes=1, images_per_scene=4, pairs_per_scene=3, middlebury=False)
     d["yfcc"]["shards"] = 2
-    d["scannet"]["demo"].update(scenes=1, frames_per_scene=4, pairs_per_scene=3)
     d["hpatches"]["demo"].update(illumination=1, viewpoint=1)
+    cfg["benchmarks"] = {k: cfg["benchmarks"][k] for k in BENCHMARKS}
+    cfg["benchmarks"]["yfcc"]["protocols"] = ["pose_superglue"]
     cfg["benchmarks"]["hpatches"]["protocols"] = ["hpatches_mma", "homography_loftr"]
-    cfg["benchmarks"]["hpatches"]["methods"] = ["sift_mnn", "sift_mnn_ratio"]  # Patch2Pix training: the local tests
-    cfg["methods"] = {k: v for k, v in cfg["methods"].items() if k.startswith("sift_mnn")}
-    for b in cfg["benchmarks"].values():  # the learned demo methods train locally (tests/workflow)
-        b["methods"] = [m for m in b["methods"] if m in cfg["methods"]]
+    cfg["methods"] = {"sift_mnn": cfg["methods"]["sift_mnn"]}
+    for b in cfg["benchmarks"].values():
+        b["methods"] = ["sift_mnn"]
     cfg["training"] = {"toy_gpu": {"model": "toy", "params": {"steps": 20, "gpus": 1, "threads": 1}}}
     path = work / "small.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -69,7 +74,7 @@ def test_demo_on_slurm_equals_local(cluster, tmp_path):
     # every job ran under SLURM: the plugin keeps its per-job logs
     slurm_logs = list((remote / ".snakemake" / "slurm_logs").rglob("*.log"))
     assert any("rule_match_pairs_shard" in str(p) for p in slurm_logs)
-    for bench in ("yfcc", "scannet", "hpatches"):
+    for bench in BENCHMARKS:
         a = pd.read_csv(local / "results" / "tables" / f"{bench}.csv")
         b = pd.read_csv(remote / "results" / "tables" / f"{bench}.csv")
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)

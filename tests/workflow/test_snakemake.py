@@ -232,10 +232,12 @@ def test_demo_trains_and_evaluates_ncnet_and_patch2pix(demo_run):
         assert mma.loc[method, "mma@3px"] > 0.3 and mma.loc[method, "mma@10px"] > 0.6, mma.loc[method]
         assert mma.loc[method, "mean_matches"] > 50
     assert (hp[hp.method == "patch2pix_demo"].resize == hp[hp.method == "ncnet_demo"].resize.iloc[0]).all()
-    for model in ("ncnet_demo", "patch2pix_demo"):
+    # the loss's mean over the last 10 steps against the first 10: NCNet's correspondence loss
+    # falls to about a fifth in 100 steps, the regressors' BCE + Sampson by about a quarter in 50
+    for model, falls_to in (("ncnet_demo", 0.4), ("patch2pix_demo", 0.8)):
         log = pd.read_csv(work / "results" / "training" / model / "loss.csv")
         assert log.step.tolist() == list(range(1, trained_steps(work, model) + 1))
-        assert log.loss.tail(20).mean() < 0.6 * log.loss.head(20).mean()
+        assert log.loss.tail(10).mean() < falls_to * log.loss.head(10).mean(), model
     assert (work / "results" / "figures" / "training" / "loss_curves.png").stat().st_size > 5000
 
 
@@ -270,8 +272,8 @@ def test_online_imp_training_runs_in_the_demo(demo_run):
               "results/training/imp_sift_online_demo/model_best.pth")
     out = work / "results" / "training" / "imp_sift_online_demo"
     log = pd.read_csv(out / "loss.csv")
-    assert log.step.tolist() == list(range(1, 31)) and np.isfinite(log.loss).all()
-    assert pd.read_csv(out / "validation.csv").step.tolist() == [15, 30]
+    assert log.step.tolist() == list(range(1, 11)) and np.isfinite(log.loss).all()
+    assert pd.read_csv(out / "validation.csv").step.tolist() == [5, 10]
     text = (work / "logs" / "train_model" / "imp_sift_online_demo.log").read_text()
     assert "kept best.pth" in text
     lists = sorted((work / "resources" / "preprocessed" / "imp_pairs_sift").glob("*.npz"))
@@ -394,17 +396,17 @@ def test_sharded_evaluation_gives_identical_tables(demo_run):
     cfg = yaml.safe_load((work / "config.yaml").read_text())
     cfg["datasets"]["yfcc"]["shards"] = 3
     cfg["datasets"]["hpatches"]["shards"] = 2
-    # learned matchers shard through the same code; they are left out here to save CI time
+    # every method shards through the same code; one is enough here (CI time)
     for b in ("yfcc", "hpatches"):
-        cfg["benchmarks"][b]["methods"] = [m for m in cfg["benchmarks"][b]["methods"] if m.startswith("sift_mnn")]
+        cfg["benchmarks"][b]["methods"] = ["sift_mnn"]
         # (the tables drop columns no row fills, e.g. the IMP-only imp_iterative)
-        before[b] = before[b][before[b].method.str.startswith("sift_mnn")].reset_index(drop=True).dropna(axis=1, how="all")
+        before[b] = before[b][before[b].method == "sift_mnn"].reset_index(drop=True).dropna(axis=1, how="all")
     (work / "sharded.yaml").write_text(yaml.safe_dump(cfg))
     args = ("-s", str(REPO / "Snakefile"), "--directory", str(work), "results/tables",
             "--configfile", str(work / "sharded.yaml"))
     jobs = job_counts(snakemake("-n", *args).stdout)
     assert "build_demo_dataset" not in jobs and "extract_features" not in jobs and "match_pairs" not in jobs
-    assert jobs["match_pairs_shard"] == 2 * 3 + 2 * 2 and jobs["gather_evaluation"] == 2 * 2 + 2 * 4
+    assert jobs["match_pairs_shard"] == 3 + 2 and jobs["gather_evaluation"] == 2 + 4  # shards; protocols
     snakemake("--cores", "2", *args)
     for b, df in before.items():
         # (dtype aside: without the detector-free rows max_keypoints has no NaN and reads as int)
