@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import imp_speed  # noqa: E402
 import patch2pix_speed  # noqa: E402
-from timing import median_seconds, pipeline_allocator, released_patch2pix  # noqa: E402
+from timing import median_seconds, pipeline_job, released_patch2pix  # noqa: E402
 
 # (workload, the released-code seconds, the target ratio)
 TARGETS = {"patch2pix 500 coarse matches": (13.98, 0.3), "imp D=256 1024 keypoints": (1.07, 0.6),
@@ -99,8 +99,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(pipeline_allocator())
+    print(pipeline_job(a.threads))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {a.repeats}")
     measured = rates(a.repeats)
     for name, rate in measured.items():

@@ -16,7 +16,7 @@ import torch
 
 from matchrepro.models.conv4d import Conv4d, conv4d_loop_reference
 from matchrepro.models.patch2pix import NeighConsensus
-from timing import median_seconds, pipeline_allocator
+from timing import median_seconds, pipeline_job
 
 RELEASED_NC_S = 8.42  # released Patch2Pix NC on (1, 1, 30, 40, 30, 40), 2 threads, this machine kind
 
@@ -26,8 +26,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(pipeline_allocator())
+    print(pipeline_job(a.threads))
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {a.threads} threads, median of {a.repeat}")
     nc = NeighConsensus().eval()

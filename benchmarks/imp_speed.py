@@ -29,7 +29,7 @@ import torch
 
 from matchrepro.models.imp import IMP, normalize_keypoints
 from matchrepro.training.imp_task import identity_init
-from timing import pipeline_allocator
+from timing import pipeline_job
 
 RELEASED_S = {("imp", 1024): 1.07, ("imp", 2048): 7.70, ("eimp", 1024): 1.29, ("eimp", 2048): 8.24}
 RELEASED_PEAK_GIB = {1024: 1.46, 2048: 2.76}
@@ -123,8 +123,7 @@ def main() -> None:
     ap.add_argument("--pool-confidence", type=float, default=0.1,
                     help="EIMP's θ_m: a keypoint with at least this matchable mass is kept (released 0.1)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(pipeline_allocator())
+    print(pipeline_job(a.threads))
     dev = torch.device(a.device)
     if a.weights:
         from matchrepro.matchers.imp import load_imp

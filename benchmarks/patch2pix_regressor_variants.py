@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import median_seconds, pipeline_allocator, released_patch2pix  # noqa: E402
+from timing import median_seconds, pipeline_job, released_patch2pix  # noqa: E402
 from matchrepro.models import patch2pix as p2p  # noqa: E402
 
 
@@ -107,8 +107,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(pipeline_allocator())
+    print(pipeline_job(a.threads))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {a.repeats}")
     print("regressor convolutions:")
     formulations(a.repeats)

@@ -22,7 +22,7 @@ import yaml
 
 from matchrepro.models.patch2pix import Patch2Pix, corr_to_matches, filter_coarse, init_weights
 from matchrepro.training import patch2pix_losses as losses
-from timing import pipeline_allocator
+from timing import pipeline_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,8 +127,7 @@ def main() -> int:
     ap.add_argument("--ptmax", type=int, default=None, help="released-architecture training: proposals per pair")
     ap.add_argument("--no-training", action="store_true", help="inference only (peak RSS then covers inference alone)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    print(pipeline_allocator())
+    print(pipeline_job(a.threads))
     dev = torch.device(a.device)
     print(f"torch {torch.__version__}, device {dev}, {a.threads} threads")
     demo = demo_params()

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: the allocator setting of the pipeline's processes, a
+"""Helpers shared by the benchmark scripts: the threads and allocator setting of a pipeline job, a
 median wall time, and the released-architecture Patch2Pix inputs that ``patch2pix_speed.py`` times."""
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import torch
 from matchrepro.allocator import OPT_OUT, keep_freed_memory
 
 
-def pipeline_allocator() -> str:
-    """Apply the allocator setting every ``python -m matchrepro`` process runs with
-    (``matchrepro.allocator``) and say which one this benchmark runs; ``MATCHREPRO_MALLOC=system``
-    times glibc's defaults instead."""
+def pipeline_job(threads: int) -> str:
+    """Run this benchmark as a ``python -m matchrepro`` job runs: ``threads`` torch threads and
+    the allocator setting (``matchrepro.allocator``); returns the line saying which allocator it
+    runs (``MATCHREPRO_MALLOC=system`` times glibc's defaults instead). Call it before any
+    tensor is made."""
+    torch.set_num_threads(threads)
     if keep_freed_memory():
         return f"allocator: large blocks from the heap, freed memory kept, as the pipeline runs ({OPT_OUT}=system: glibc's defaults)"
     return "allocator: the C library's defaults"

@@ -25,20 +25,26 @@ M_MMAP_MAX = -4
 OPT_OUT = "MATCHREPRO_MALLOC"
 
 
+def glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc (whose ``mallopt`` does something), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None  # musl's mallopt is a no-op stub
+
+
 def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
     """Serve large blocks from the heap and keep freed memory (glibc only); True when applied.
 
     Call it once at the start of a process, before the large tensors are made. Returns False
     (and changes nothing) when ``MATCHREPRO_MALLOC=system`` is set or the C library is not glibc.
     """
-    if os.environ.get(OPT_OUT, "").lower() == "system" or not sys.platform.startswith("linux"):
+    libc = None if os.environ.get(OPT_OUT, "").lower() == "system" else glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        if not hasattr(libc, "gnu_get_libc_version"):  # musl's mallopt is a no-op stub
-            return False
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))

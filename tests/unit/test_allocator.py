@@ -15,8 +15,9 @@ import pytest
 
 from tests.conftest import REPO
 
-glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                           reason="glibc's mallopt only")
+from matchrepro.allocator import glibc as c_library_is_glibc
+
+glibc = pytest.mark.skipif(c_library_is_glibc() is None, reason="glibc's mallopt only")
 
 
 def run(code: str, system: bool) -> str:
@@ -29,11 +30,11 @@ def run(code: str, system: bool) -> str:
 
 
 KEPT = """
-import json, torch
+import json, os, torch
 from matchrepro.allocator import keep_freed_memory
 def resident_mib():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 applied = keep_freed_memory()
 before = resident_mib()
 t = torch.empty(32 << 20)  # 128 MiB, above glibc's largest mmap threshold
