@@ -31,3 +31,20 @@ def two_view_scene():
     p0 = X @ K0.T
     p1 = X1 @ K1.T
     return p0[:, :2] / p0[:, 2:], p1[:, :2] / p1[:, 2:], K0, K1, T
+
+
+def pytest_collection_finish(session):
+    """Start the SLURM test's workflow runs in the background as soon as it is selected: they
+    mostly wait on the scheduler's polling, so they overlap the rest of the suite
+    (tests/slurm/background.py)."""
+    from tests.slurm import background
+
+    background.start(session.items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Wait for the background SLURM runs (terminating them after Ctrl-C) so that the cluster's
+    daemons stop before pytest exits."""
+    from tests.slurm import background
+
+    background.stop(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)

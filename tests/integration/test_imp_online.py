@@ -17,6 +17,7 @@ from matchrepro.datasets.megadepth import read_depth
 from matchrepro.demo import builders
 from matchrepro.preprocessing import imp_pairs, scene_info_path
 from matchrepro.preprocessing.imp_dump import _lift, _project
+from tests.cli_in_process import run_cli
 from tests.conftest import REPO
 
 SIFT = {"type": "sift", "max_keypoints": 1024, "root_sift": True, "contrast_threshold": 0.04}
@@ -182,8 +183,6 @@ def test_online_training_through_the_cli(pairs):
     # augmentations without online pairs are refused, naming the key
     dump_index = tmp / "dump.json"
     dump_index.write_text(json.dumps({"preprocessing": {"kind": "imp_dump"}, "scenes": {}}))
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "train", "--spec", json.dumps(spec), "--out",
-                        str(tmp / "bad" / "w.pth"), "--data", str(dump_index)], capture_output=True, text=True,
-                       cwd=REPO, timeout=300)
+    r = run_cli(["train", "--spec", json.dumps(spec), "--out", str(tmp / "bad" / "w.pth"), "--data", str(dump_index)])
     assert r.returncode == 1
     assert "training.imp_online.params.augment_photometric: augmentations need online pairs" in r.stderr

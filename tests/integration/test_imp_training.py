@@ -18,7 +18,8 @@ from matchrepro.matchers.imp import IMPMatcher
 from matchrepro.preprocessing import imp_dump, scene_info_path
 from matchrepro.training import imp_losses
 from tests.conftest import REPO
-from tests.integration.test_training_ddp import kill_after_rows
+from tests.cli_in_process import run_cli
+from tests.integration.test_training_ddp import kill_at_checkpoint
 
 SIFT = {"type": "sift", "max_keypoints": 600, "root_sift": True, "contrast_threshold": 0.02}
 
@@ -105,6 +106,13 @@ def run(cmd):
     return r
 
 
+def run_in_process(cmd):
+    """The same command inside the test process (tests/cli_in_process.py): no start-up cost."""
+    r = run_cli(cmd[3:])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
 TINY = dict(num_keypoints=96, inliers_range=[8, 40], pairs_per_scene=4, batch_size=2, lr=1e-3,
             checkpoint_every=2, seed=3, init_mode="identity")
 
@@ -143,30 +151,32 @@ def test_eimp_trains_with_pooling_from_imp_weights(dump):
     # IMP weights from a short run at a fine-tuning rate (the schedule fixture's 1e-3 with the pose
     # loss saturates P on this tiny dump, and a saturated P has no gradient left to train EIMP with)
     imp = dump[0] / "imp_init" / "model_best.pth"
-    run(train_cmd(imp, dump[1], "imp", dict(TINY, steps=2, lr=1e-4)))
+    run_in_process(train_cmd(imp, dump[1], "imp", dict(TINY, steps=2, lr=1e-4)))
     out = dump[0] / "eimp" / "model_best.pth"
-    run(train_cmd(out, dump[1], "eimp", dict(TINY, steps=2, lr=1e-4, num_keypoints=96, pool_confidence=0.1), init=imp))
+    run_in_process(train_cmd(out, dump[1], "eimp", dict(TINY, steps=2, lr=1e-4, num_keypoints=96, pool_confidence=0.1),
+                             init=imp))
     ck = torch.load(out, weights_only=True)
     assert ck["variant"] == "eimp" and pd.read_csv(out.parent / "log.csv").loss.notna().all()
     assert not torch.equal(ck["model"]["final_proj.14.weight"], torch.load(imp, weights_only=True)["model"]["final_proj.14.weight"])
 
 
 def test_killed_imp_run_resumes_mid_epoch(dump, tmp_path):
-    steps = 12  # several epochs of the dump's pairs
-    params = dict(TINY, steps=steps)
+    """Batch 1 and 4 pairs per epoch: the checkpoint at step 2 lies inside epoch 0, so the resumed
+    run must replay the rest of that epoch's pair order and go on into the next epoch."""
+    steps = 6
+    params = dict(TINY, steps=steps, batch_size=1)
     out = tmp_path / "killed" / "model_best.pth"
-    kill_after_rows(train_cmd(out, dump[1], "imp", params), out.parent, 5, REPO)
-    last = out.parent / "last.pth"
-    saved = torch.load(last, weights_only=True)["step"]
-    assert 0 < saved < steps
-    r = run(train_cmd(out, dump[1], "imp", params))
+    saved = kill_at_checkpoint(train_cmd(out, dump[1], "imp", params), out.parent, 2, REPO)
+    assert saved == 2
+    r = run_in_process(train_cmd(out, dump[1], "imp", params))
     assert f"resumed from step {saved}" in r.stdout
     log = pd.read_csv(out.parent / "log.csv")
     assert log.step.iloc[-1] == steps and set(range(1, steps + 1)) <= set(log.step)
     epoch_of = log.drop_duplicates("step", keep="last").set_index("step").epoch
-    assert epoch_of[saved + 1] < epoch_of[steps]  # the resumed run went on into later epochs
+    assert epoch_of[saved] == epoch_of[saved + 1] == 0  # resumed inside epoch 0 ...
+    assert epoch_of[steps] == 1  # ... and went on into epoch 1
     straight = tmp_path / "straight" / "model_best.pth"
-    run(train_cmd(straight, dump[1], "imp", params))
+    run_in_process(train_cmd(straight, dump[1], "imp", params))
     a, b = torch.load(out, weights_only=True)["model"], torch.load(straight, weights_only=True)["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k

@@ -17,7 +17,8 @@ from matchrepro.matchers.patch2pix import load_model
 from matchrepro.models.patch2pix import predict
 from matchrepro.preprocessing import patch2pix_pairs, scene_info_path
 from tests.conftest import REPO
-from tests.integration.test_training_ddp import kill_after_rows
+from tests.cli_in_process import run_cli
+from tests.integration.test_training_ddp import kill_at_checkpoint
 
 ARCH = {"widths": [8, 8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
 P2P_ARCH = {**ARCH, "regressor_conv": [16, 16], "regressor_fc": [16, 8]}
@@ -47,6 +48,13 @@ def train_cmd(out, data, model, params, init=None):
 
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def run_in_process(cmd):
+    """The same command inside the test process (tests/cli_in_process.py): no start-up cost."""
+    r = run_cli(cmd[3:])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
 
@@ -100,19 +108,20 @@ def test_wrong_initial_architecture_is_refused(data, coarse):
 
 
 def test_killed_patch2pix_run_resumes_mid_epoch(data, coarse, tmp_path):
+    """Batch 1 over at least 3 pairs: the checkpoint at step 2 lies inside epoch 0."""
     params = dict(P2P, steps=40)
     out = tmp_path / "killed" / "model_best.pth"
-    kill_after_rows(train_cmd(out, data, "patch2pix", params, init=coarse), out.parent, 6, REPO)
-    last = out.parent / "last.pth"
-    saved = torch.load(last, weights_only=True)["step"]
-    assert 0 < saved < 40
-    r = run(train_cmd(out, data, "patch2pix", params, init=coarse))
+    saved = kill_at_checkpoint(train_cmd(out, data, "patch2pix", params, init=coarse), out.parent, 2, REPO)
+    assert saved == 2
+    r = run_in_process(train_cmd(out, data, "patch2pix", params, init=coarse))
     assert f"resumed from step {saved}" in r.stdout
     assert json.loads(r.stdout.strip().splitlines()[-1])["resumed_from"] == saved
-    steps = pd.read_csv(out.parent / "log.csv").step
-    assert steps.iloc[-1] == 40 and set(range(1, 41)) <= set(steps)  # nothing restarted from zero
+    log = pd.read_csv(out.parent / "log.csv")
+    assert log.step.iloc[-1] == 40 and set(range(1, 41)) <= set(log.step)  # nothing restarted from zero
+    epoch_of = log.drop_duplicates("step", keep="last").set_index("step").epoch
+    assert epoch_of[saved] == epoch_of[saved + 1] == 0 and epoch_of[40] > 0  # resumed inside epoch 0
     straight = tmp_path / "straight" / "model_best.pth"
-    run(train_cmd(straight, data, "patch2pix", params, init=coarse))
+    run_in_process(train_cmd(straight, data, "patch2pix", params, init=coarse))
     a, b = torch.load(out, weights_only=True)["model"], torch.load(straight, weights_only=True)["model"]
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5, rtol=1e-4), k

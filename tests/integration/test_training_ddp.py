@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.cli_in_process import run_cli
 from tests.conftest import REPO
 
 
@@ -44,25 +45,30 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def kill_after_rows(cmd: list[str], out_dir, rows: int, cwd, timeout: float = 300) -> None:
-    """Start a training command, SIGKILL it (and its children) once ``log.csv`` has more than
-    ``rows`` lines and ``last.pth`` exists, and wait for it."""
-    import subprocess
-    import time
-
+def kill_at_checkpoint(cmd: list[str], out_dir, step: int, cwd, timeout: float = 300) -> int:
+    """Start a training command and SIGKILL it (and its children) as soon as ``last.pth`` holds
+    step ``step`` or later; returns the saved step. The next checkpoint is a whole step away, so
+    the kill lands before it and the run resumes from ``step`` itself."""
     p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    log, last = out_dir / "log.csv", out_dir / "last.pth"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if log.exists() and len(log.read_text().splitlines()) > rows and last.exists():
+    last = out_dir / "last.pth"
+    deadline, seen, mtime = time.time() + timeout, None, None
+    while time.time() < deadline and p.poll() is None:
+        try:
+            m = last.stat().st_mtime_ns
+            if m != mtime:  # written (atomically, by rename) since the last look
+                mtime, seen = m, torch.load(last, weights_only=True)["step"]
+        except FileNotFoundError:
+            pass
+        if seen is not None and seen >= step:
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     for pid in [p.pid, *descendants(p.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     p.wait()
+    return torch.load(last, weights_only=True)["step"]
 
 
 def run(cmd, timeout=300):
@@ -73,7 +79,7 @@ def run(cmd, timeout=300):
 
 def test_ddp_matches_single_process_at_the_same_global_batch(tmp_path):
     common = dict(steps=12, batch_size=8, lr=1e-2, checkpoint_every=100, seed=3)
-    run(train_cmd(tmp_path / "single" / "w.pth", processes=1, **common))
+    run_in_process(train_cmd(tmp_path / "single" / "w.pth", processes=1, **common))
     r = run(train_cmd(tmp_path / "ddp" / "w.pth", processes=2, **common))
     assert "processes=2" in r.stdout
     a, b = final_params(tmp_path / "single" / "w.pth"), final_params(tmp_path / "ddp" / "w.pth")
@@ -89,7 +95,9 @@ def test_ddp_matches_single_process_at_the_same_global_batch(tmp_path):
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, processes):
-    steps = 3000 if processes == 1 else 800  # a DDP step (gloo all-reduce) is ~10x slower
+    # enough steps that the kill (polled every 50 ms after row 160) lands before the end: a toy
+    # step takes ~1 ms in one process, ~8 ms under DDP (gloo all-reduce)
+    steps = 600 if processes == 1 else 300
     params = dict(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=50, seed=5, processes=processes)
     out = tmp_path / "killed" / "w.pth"
     p = subprocess.Popen(train_cmd(out, **params), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -109,10 +117,11 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, processes):
     time.sleep(0.5)
     saved = torch.load(out.parent / "last.pth", weights_only=True)["step"]
     assert 32 <= saved < steps and (saved % 50 == 0 or saved % 32 == 0)  # periodic or end of epoch (32 steps)
-    r = run(train_cmd(out, **params))
+    again = run if processes > 1 else run_in_process  # only the killed run must be a process of its own
+    r = again(train_cmd(out, **params))
     assert f"resumed from step {saved}" in r.stdout
     assert json.loads(r.stdout.strip().splitlines()[-1])["resumed_from"] == saved
-    run(train_cmd(tmp_path / "straight" / "w.pth", **params))
+    again(train_cmd(tmp_path / "straight" / "w.pth", **params))
     a, b = final_params(out), final_params(tmp_path / "straight" / "w.pth")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
@@ -133,14 +142,21 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert step >= 20 and f"interrupted: checkpoint at step {step}" in stdout
 
 
+def run_in_process(cmd):
+    """A one-process toy run inside the test process (tests/cli_in_process.py)."""
+    r = run_cli(cmd[3:])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
 def test_longer_run_continues_but_a_changed_setting_starts_over(tmp_path):
     out = tmp_path / "r" / "w.pth"
     common = dict(batch_size=8, checkpoint_every=5, seed=1, processes=1)
-    run(train_cmd(out, steps=10, lr=1e-3, **common))
-    r = run(train_cmd(out, steps=20, lr=1e-3, **common))  # more steps: the same run, continued
+    run_in_process(train_cmd(out, steps=10, lr=1e-3, **common))
+    r = run_in_process(train_cmd(out, steps=20, lr=1e-3, **common))  # more steps: the same run, continued
     assert "resumed from step 10" in r.stdout
     assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, 21))
-    r = run(train_cmd(out, steps=20, lr=5e-3, **common))  # another learning rate: a new run
+    r = run_in_process(train_cmd(out, steps=20, lr=5e-3, **common))  # another learning rate: a new run
     assert "saved by a different configuration: starting over" in r.stdout and "resumed from step" not in r.stdout
     assert json.loads(r.stdout.strip().splitlines()[-1])["resumed_from"] is None
     assert pd.read_csv(out.parent / "log.csv").step.tolist() == list(range(1, 21))
