@@ -156,6 +156,12 @@ def main() -> None:
         if rel_eimp:
             line += f" (released EIMP {rel_eimp:.2f} s, ratio {res['mask'][0] / rel_eimp:.2f})"
         line += f" | EIMP-prune {res['prune'][0]:.3f} s = {res['prune'][0] / res['imp'][0]:.2f}x IMP"
+        # ru_maxrss only grows: after the first (smallest) size it is that size's own peak, over the
+        # three models (the pose pairs below run after this reading)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        line += f" | peak resident memory so far {peak:.2f} GiB"
+        if dim == 256 and n in RELEASED_PEAK_GIB:
+            line += f" (released IMP {RELEASED_PEAK_GIB[n]} GiB)"
         print(line)
         print(f"    EIMP-prune keypoints (both images) entering iterations 1..15: {' '.join(map(str, seen))}")
         if a.pose_pairs:

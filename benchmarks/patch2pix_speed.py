@@ -141,8 +141,12 @@ def main() -> int:
             line = (f"inference 640x480, {name}, {n_ref} coarse matches: {t_c + t_r:6.3f} s/pair = coarse stage "
                     f"{t_c:.3f} s + mid/fine regressors {t_r:.3f} s")
             if arch is None:
-                rel = RELEASED[n_ref][0]
-                line += f" | released code {rel:.2f} s, ratio {(t_c + t_r) / rel:.2f}"
+                rel, rel_gib = RELEASED[n_ref]
+                # ru_maxrss only grows: read after this workload it is the peak of the process so far,
+                # which at 500 matches (run first) is that workload's own peak
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+                line += (f" | released code {rel:.2f} s, ratio {(t_c + t_r) / rel:.2f}; peak resident memory so far "
+                         f"{peak:.2f} GiB (released code {rel_gib} GiB)")
             print(line, flush=True)
         if a.no_training:
             continue
