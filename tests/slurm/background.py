@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,6 @@ class Runs:
     slurm_log: str = ""
     unavailable: str | None = None  # why no cluster could be started (the test skips)
     error: str | None = None  # a run that failed (the test fails with it)
-    seconds: float = 0.0
     procs: list = field(default_factory=list)  # the running Snakemake processes (stopped on Ctrl-C)
 
     def __post_init__(self):
@@ -88,7 +86,6 @@ def _failed(name: str, r) -> str:
 def _run_both(runs: Runs) -> None:
     from tests.slurm.cluster import Cluster, ClusterUnavailable
 
-    t0 = time.perf_counter()
     runs.local.mkdir(parents=True)
     runs.remote.mkdir()
     cfg = small_config(runs.base)
@@ -112,7 +109,6 @@ def _run_both(runs: Runs) -> None:
         runs.unavailable = str(e)
     except Exception as e:  # reported by the test, not lost in the thread
         runs.error = f"{type(e).__name__}: {e}"
-    runs.seconds = time.perf_counter() - t0
 
 
 def start(items=None) -> None:
