@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import subprocess
+import sys
 
 
 def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
@@ -32,3 +33,16 @@ def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
     finally:
         torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["matchrepro", *argv], rc, out.getvalue(), err.getvalue())
+
+
+def run_command(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    """A ``[sys.executable, "-m", "matchrepro", ...]`` command (as the tests build them for
+    :func:`subprocess.run`) through :func:`run_cli`; with ``check``, a non-zero exit fails the
+    test with the command's output."""
+    prefix = [sys.executable, "-m", "matchrepro"]
+    if cmd[:3] != prefix:
+        raise ValueError(f"not a `python -m matchrepro` command: {cmd[:3]}")
+    r = run_cli(cmd[3:])
+    if check:
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r

@@ -18,7 +18,7 @@ from matchrepro.matchers.imp import IMPMatcher
 from matchrepro.preprocessing import imp_dump, scene_info_path
 from matchrepro.training import imp_losses
 from tests.conftest import REPO
-from tests.cli_in_process import run_cli
+from tests.cli_in_process import run_command as run_in_process
 from tests.integration.test_training_ddp import kill_at_checkpoint
 
 SIFT = {"type": "sift", "max_keypoints": 600, "root_sift": True, "contrast_threshold": 0.02}
@@ -102,13 +102,6 @@ def train_cmd(out, index, model, params, init=None):
 
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r
-
-
-def run_in_process(cmd):
-    """The same command inside the test process (tests/cli_in_process.py): no start-up cost."""
-    r = run_cli(cmd[3:])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
 

@@ -17,7 +17,7 @@ from matchrepro.matchers.patch2pix import load_model
 from matchrepro.models.patch2pix import predict
 from matchrepro.preprocessing import patch2pix_pairs, scene_info_path
 from tests.conftest import REPO
-from tests.cli_in_process import run_cli
+from tests.cli_in_process import run_command as run_in_process
 from tests.integration.test_training_ddp import kill_at_checkpoint
 
 ARCH = {"widths": [8, 8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
@@ -48,13 +48,6 @@ def train_cmd(out, data, model, params, init=None):
 
 def run(cmd):
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r
-
-
-def run_in_process(cmd):
-    """The same command inside the test process (tests/cli_in_process.py): no start-up cost."""
-    r = run_cli(cmd[3:])
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.cli_in_process import run_cli
+from tests.cli_in_process import run_command as run_in_process
 from tests.conftest import REPO
 
 
@@ -47,8 +47,8 @@ def descendants(pid: int) -> list[int]:
 
 def kill_at_checkpoint(cmd: list[str], out_dir, step: int, cwd, timeout: float = 300) -> int:
     """Start a training command and SIGKILL it (and its children) as soon as ``last.pth`` holds
-    step ``step`` or later; returns the saved step. The next checkpoint is a whole step away, so
-    the kill lands before it and the run resumes from ``step`` itself."""
+    step ``step`` or later; returns the step ``last.pth`` holds after the kill. Where a step takes
+    far longer than this 10 ms polling (the IMP and Patch2Pix tests), that is ``step`` itself."""
     p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     last = out_dir / "last.pth"
     deadline, seen, mtime = time.time() + timeout, None, None
@@ -62,12 +62,16 @@ def kill_at_checkpoint(cmd: list[str], out_dir, step: int, cwd, timeout: float =
         if seen is not None and seen >= step:
             break
         time.sleep(0.01)
-    for pid in [p.pid, *descendants(p.pid)]:
+    pids = [p.pid, *descendants(p.pid)]
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     p.wait()
+    deadline = time.time() + 10  # torchrun's workers are not our children: wait until they are gone
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids[1:]):
+        time.sleep(0.05)
     return torch.load(last, weights_only=True)["step"]
 
 
@@ -95,27 +99,14 @@ def test_ddp_matches_single_process_at_the_same_global_batch(tmp_path):
 
 @pytest.mark.parametrize("processes", [1, 2])
 def test_killed_run_resumes_from_its_checkpoint(tmp_path, processes):
-    # enough steps that the kill (polled every 50 ms after row 160) lands before the end: a toy
-    # step takes ~1 ms in one process, ~8 ms under DDP (gloo all-reduce)
+    # enough steps that the kill (once last.pth holds step 150 or later) lands before the end: a
+    # toy step takes ~1 ms in one process, ~8 ms under DDP (gloo all-reduce), so a few more
+    # checkpoints may pass before it does
     steps = 600 if processes == 1 else 300
     params = dict(steps=steps, batch_size=8, lr=1e-3, checkpoint_every=50, seed=5, processes=processes)
     out = tmp_path / "killed" / "w.pth"
-    p = subprocess.Popen(train_cmd(out, **params), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    log = out.parent / "log.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if log.exists() and len(log.read_text().splitlines()) > 160 and (out.parent / "last.pth").exists():
-            break
-        time.sleep(0.05)
-    for pid in [p.pid, *descendants(p.pid)]:  # no chance to save: the last periodic checkpoint counts
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.wait()
-    time.sleep(0.5)
-    saved = torch.load(out.parent / "last.pth", weights_only=True)["step"]
+    # SIGKILL: no chance to save, the last periodic or end-of-epoch checkpoint counts
+    saved = kill_at_checkpoint(train_cmd(out, **params), out.parent, 150, REPO, timeout=120)
     assert 32 <= saved < steps and (saved % 50 == 0 or saved % 32 == 0)  # periodic or end of epoch (32 steps)
     again = run if processes > 1 else run_in_process  # only the killed run must be a process of its own
     r = again(train_cmd(out, **params))
@@ -140,13 +131,6 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     assert p.returncode == 130
     step = torch.load(out.parent / "last.pth", weights_only=True)["step"]
     assert step >= 20 and f"interrupted: checkpoint at step {step}" in stdout
-
-
-def run_in_process(cmd):
-    """A one-process toy run inside the test process (tests/cli_in_process.py)."""
-    r = run_cli(cmd[3:])
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r
 
 
 def test_longer_run_continues_but_a_changed_setting_starts_over(tmp_path):

@@ -14,7 +14,7 @@ from matchrepro.config import demo_settings
 from matchrepro.demo import builders
 from matchrepro.preprocessing import imp_dump, patch2pix_pairs, scene_info_path
 from matchrepro.training.toy import ToyTask
-from tests.cli_in_process import run_cli
+from tests.cli_in_process import run_command
 from tests.conftest import REPO
 
 TOY = dict(lr=0.05, batch_size=16, checkpoint_every=10, validate_every=4, val_samples=64, device="cpu")
@@ -28,7 +28,7 @@ def train(out, model, params, data=None, val=None, dataset=None, init=None, chec
     cmd += (["--data", str(data)] if data else []) + (["--val-data", str(val)] if val else [])
     cmd += ["--init", str(init)] if init else []
     if model == "toy":  # the loop's own tests: in this process, without a 3 s interpreter start-up each
-        r = run_cli(cmd[3:])
+        r = run_command(cmd, check=False)
     else:
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     if check:
