@@ -14,6 +14,11 @@ sys.path.insert(0, SRC)
 # The package they import is this checkout's src/, whatever the environment has installed (a
 # venv installed editable from another checkout would otherwise run that checkout's code).
 _pythonpath = f"export PYTHONPATH={shlex.quote(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "  # braces doubled for Snakemake
+# The config's cpu_isa reaches every job as MATCHREPRO_CPU_ISA, which the job applies on its own
+# machine before loading a numeric library (src/matchrepro/cpu_isa.py).
+_cpu_isa = config.get("cpu_isa", "native")
+if _cpu_isa != "native":
+    _pythonpath += f"export MATCHREPRO_CPU_ISA={shlex.quote(_cpu_isa)}; "
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
     _bin = shlex.quote(str(Path(sys.executable).parent))
     shell.prefix(f"export PATH={_bin}:\"$PATH\"; {_pythonpath}")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from matchrepro.allocator import keep_freed_memory
+from matchrepro.cpu_isa import apply_from_env
 from matchrepro.errors import ConfigError, MatchReproError, NotYetAvailableError
 
 
@@ -400,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_from_env()  # the config's cpu_isa, before any numeric library loads (cpu_isa.py)
     args = build_parser().parse_args(argv)
     keep_freed_memory()  # large tensors from the heap: same numbers, far less kernel time (allocator.py)
     try:

@@ -244,6 +244,21 @@ def test_demo_trains_and_evaluates_ncnet_and_patch2pix(demo_run):
 
 
 @pytest.mark.slow
+def test_demo_jobs_run_with_the_configured_cpu_isa(demo_run):
+    """config.yaml's cpu_isa reaches the jobs: the provenance step (a job like the others) ran
+    with it and records the CPU, and on an AVX2 CPU torch dispatched its AVX2 kernels."""
+    import json
+
+    from matchrepro.cpu_isa import cpu_flags
+
+    work, _ = demo_run
+    cpu = json.loads((work / "results" / "provenance" / "provenance.json").read_text())["cpu"]
+    assert cpu["cpu_isa"] == "avx2" and cpu["cpu_model"] and cpu["widest_vector_extension"], cpu
+    if {"avx2", "fma"} <= cpu_flags():
+        assert cpu["torch_cpu_capability"] == "AVX2", cpu
+
+
+@pytest.mark.slow
 def test_demo_validates_and_keeps_the_best_checkpoint(demo_run):
     """Every demo training run validates on held-out scenes; model_best.pth (what the matchers
     load) is the checkpoint of the best validation step by the declared criterion, the curves are

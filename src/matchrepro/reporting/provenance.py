@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from matchrepro.cpu_isa import describe
 from matchrepro.io import write_json_atomic, write_text_atomic
 
 PACKAGES = ("matchrepro", "snakemake", "torch", "numpy", "opencv-python-headless", "scipy", "pandas",
@@ -42,6 +43,7 @@ def collect(config: dict) -> dict:
         "git_commit": git_commit(Path(__file__).resolve().parents[3]),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": describe(),
         "versions": versions,
         "config": config,
     }
@@ -54,7 +56,8 @@ def write_provenance(spec: dict, out: str | Path) -> None:
     write_json_atomic(out.with_suffix(".json"), info)
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in info["versions"].items())
     body = (f"<h2>Provenance</h2><p>git commit: <code>{html.escape(info['git_commit'])}</code><br>"
-            f"Python {html.escape(info['python'])} on {html.escape(info['platform'])}</p>"
+            f"Python {html.escape(info['python'])} on {html.escape(info['platform'])}<br>"
+            f"CPU: {html.escape(', '.join(f'{k} {v}' for k, v in info['cpu'].items()))}</p>"
             f"<table border='1' cellpadding='3'><tr><th>package</th><th>version</th></tr>{rows}</table>"
             f"<h3>Configuration (validated, defaults filled in)</h3>"
             f"<pre>{html.escape(yaml.safe_dump(info['config'], sort_keys=False))}</pre>")
