@@ -3,8 +3,11 @@ outputs on fixed inputs and seeded weights against the snapshot in tests/fixture
 (written by ``python -m tests.fixtures.regression`` from the pre-optimisation code).
 
 Faster formulations sum the same products in another order, so the comparison allows float32
-rounding: 1e-4 of each tensor's scale (the thread count alone moves IMP's scores by up to 4e-5
-after 15 iterations; the snapshot was taken with one thread), never a different match."""
+rounding: 1e-5 of each tensor's scale for the single-pass networks, 3e-4 for IMP's scores after
+15 iterations, and never a different match. The snapshot was taken with one thread on one CPU;
+the thread count alone moves IMP's scores by up to 4e-5, and another CPU's kernels (an AVX2
+AMD EPYC, Zen 3) by 1.2e-4 for IMP's scores and 2.7e-7 for the released NC order, which is
+bitwise equal to the snapshot only on the CPU that took it (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ def test_neighbourhood_consensus_matches_its_snapshot():
     nc = fx.nc_model()
     with torch.no_grad():
         close(nc(fx.nc_input()).numpy(), REF["nc_out"], rel=1e-5)
-        close(nc.forward_reference(fx.nc_input()).numpy(), REF["nc_out"], rel=0)  # the released order, bitwise
+        close(nc.forward_reference(fx.nc_input()).numpy(), REF["nc_out"], rel=1e-6)  # the released order
 
 
 def test_patch2pix_inference_matches_its_snapshot():
@@ -47,7 +50,7 @@ def test_imp_and_eimp_match_their_snapshot(pooling):
         r = fx.imp_model(pooling).match(data)
         key = "imp" if pooling is None else "eimp"
         assert np.array_equal(r["matches0"].numpy(), REF[f"{key}_matches0"])
-        close(r["mscores0"].numpy(), REF[f"{key}_mscores0"])
+        close(r["mscores0"].numpy(), REF[f"{key}_mscores0"], rel=3e-4)
         if pooling is None:
             P = fx.imp_model()(data, all_iterations=False)[-1][1]
             close(P[0].numpy(), REF["imp_P15"])
