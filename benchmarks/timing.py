@@ -9,17 +9,29 @@ import time
 import torch
 
 from matchrepro.allocator import OPT_OUT, keep_freed_memory
+from matchrepro.cpu_isa import describe
 
 
 def pipeline_job(threads: int) -> str:
     """Run this benchmark as a ``python -m matchrepro`` job runs: ``threads`` torch threads and
-    the allocator setting (``matchrepro.allocator``); returns the line saying which allocator it
-    runs (``MATCHREPRO_MALLOC=system`` times glibc's defaults instead). Call it before any
-    tensor is made."""
+    the allocator setting (``matchrepro.allocator``); returns the lines saying which allocator it
+    runs (``MATCHREPRO_MALLOC=system`` times glibc's defaults instead) and on which CPU. Call it
+    before any tensor is made."""
     torch.set_num_threads(threads)
     if keep_freed_memory():
-        return f"allocator: large blocks from the heap, freed memory kept, as the pipeline runs ({OPT_OUT}=system: glibc's defaults)"
-    return "allocator: the C library's defaults"
+        alloc = f"allocator: large blocks from the heap, freed memory kept, as the pipeline runs ({OPT_OUT}=system: glibc's defaults)"
+    else:
+        alloc = "allocator: the C library's defaults"
+    return alloc + "\n" + cpu_line()
+
+
+def cpu_line() -> str:
+    """The CPU a figure was measured on. Machines of one kind come with different CPUs (the same
+    code ran 1.7x slower on one than on another), so a ratio to a figure taken elsewhere mixes
+    the code's speed with the CPU's."""
+    c = describe()
+    return (f"cpu: {c['cpu_model']} ({c['machine']}), widest vector extension {c['widest_vector_extension']}, "
+            f"torch kernels {c.get('torch_cpu_capability', '?')}")
 
 
 def median_seconds(fn, repeats: int) -> float:
