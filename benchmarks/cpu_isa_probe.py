@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from matchrepro.cpu_isa import cpu_flags, describe, pin_settings  # noqa: E402
+from matchrepro.cpu_isa import VARIABLES, cpu_flags, describe_line, pin_settings  # noqa: E402
 
 CHILD = r"""
 import hashlib, sys
@@ -40,19 +40,15 @@ print(h(warped.tobytes()), h(np.float64([k.pt for k in kp]).tobytes() + d.tobyte
       h(p2p.numpy().tobytes()), h(imp.numpy().tobytes()), torch.backends.cpu.get_cpu_capability())
 """
 
-PINS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENCV_CPU_DISABLE", "NPY_DISABLE_CPU_FEATURES")
-
-
 def run(extra: dict[str, str]) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in PINS}
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env.update(extra, PYTHONPATH=str(REPO / "src"))
     r = subprocess.run([sys.executable, "-c", CHILD, str(REPO)], env=env, capture_output=True, text=True)
     return r.stdout.strip() if r.returncode == 0 else f"failed: {r.stderr.strip().splitlines()[-1]}"
 
 
 def main() -> int:
-    c = describe()
-    print(f"cpu: {c['cpu_model']} ({c['machine']}), widest vector extension {c['widest_vector_extension']}")
+    print(describe_line())
     try:
         avx2 = pin_settings("avx2", cpu_flags())
     except ValueError as e:

@@ -26,7 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
-from matchrepro.cpu_isa import describe  # noqa: E402
+from matchrepro.cpu_isa import describe_line  # noqa: E402
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -113,9 +113,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.against and not (a.against / "results" / "tables").is_dir():
         ap.error(f"--against {a.against}: no results/tables in it (give the earlier run's scratch folder)")
-    c = describe()
-    print(f"cpu: {c['cpu_model']} ({c['machine']}), widest vector extension {c['widest_vector_extension']}, "
-          f"cpu_isa of config.yaml: {yaml.safe_load((REPO / 'config.yaml').read_text()).get('cpu_isa', 'native')} "
+    print(f"{describe_line()} here; the jobs: cpu_isa "
+          f"{yaml.safe_load((REPO / 'config.yaml').read_text()).get('cpu_isa', 'native')} of config.yaml "
           "(tables are the same run to run on one CPU; other CPUs: docs/demo.md)")
     runs = [a.against] if a.against else []
     for k in range(2 if a.twice and not a.against else 1):

@@ -9,7 +9,7 @@ import time
 import torch
 
 from matchrepro.allocator import OPT_OUT, keep_freed_memory
-from matchrepro.cpu_isa import describe
+from matchrepro.cpu_isa import describe_line
 
 
 def pipeline_job(threads: int) -> str:
@@ -22,16 +22,12 @@ def pipeline_job(threads: int) -> str:
         alloc = f"allocator: large blocks from the heap, freed memory kept, as the pipeline runs ({OPT_OUT}=system: glibc's defaults)"
     else:
         alloc = "allocator: the C library's defaults"
-    return alloc + "\n" + cpu_line()
+    # machines of one kind come with different CPUs (the same code ran 1.5-1.9x slower on one), so a
+    # ratio to a figure taken elsewhere mixes the code's speed with the CPU's
+    return alloc + "\n" + describe_line()
 
 
-def cpu_line() -> str:
-    """The CPU a figure was measured on. Machines of one kind come with different CPUs (the same
-    code ran 1.7x slower on one than on another), so a ratio to a figure taken elsewhere mixes
-    the code's speed with the CPU's."""
-    c = describe()
-    return (f"cpu: {c['cpu_model']} ({c['machine']}), widest vector extension {c['widest_vector_extension']}, "
-            f"torch kernels {c.get('torch_cpu_capability', '?')}")
+
 
 
 def median_seconds(fn, repeats: int) -> float:

@@ -33,6 +33,8 @@ import sys
 
 ENV = "MATCHREPRO_CPU_ISA"
 LEVELS = ("native", "avx2")
+# every variable :func:`pin_settings` may set
+VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENCV_CPU_DISABLE", "NPY_DISABLE_CPU_FEATURES")
 
 # OpenCV's names for the AVX-512 groups it can dispatch, and the cpuinfo flag each needs
 _OPENCV_AVX512 = {"AVX512F": "avx512f", "AVX512-SKX": "avx512bw"}
@@ -40,16 +42,24 @@ _OPENCV_AVX512 = {"AVX512F": "avx512f", "AVX512-SKX": "avx512bw"}
 _NUMPY_AVX512 = {"X86_V4": "avx512bw", "AVX512_ICL": "avx512_vbmi2", "AVX512_SPR": "avx512_fp16"}
 
 
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    """The first CPU's feature flags (Linux), or an empty set where they cannot be read."""
+def _first_cpu(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first CPU's ``key: value`` lines of ``path`` (Linux), or {} where it cannot be read."""
+    fields: dict[str, str] = {}
     try:
         with open(path) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The first CPU's feature flags (Linux), or an empty set where they cannot be read."""
+    return set(_first_cpu(path).get("flags", "").split())
 
 
 def pin_settings(level: str, flags: set[str], machine: str | None = None) -> dict[str, str]:
@@ -64,8 +74,9 @@ def pin_settings(level: str, flags: set[str], machine: str | None = None) -> dic
     machine = machine or platform.machine()
     if machine.lower() not in ("x86_64", "amd64"):
         raise ValueError(f"cpu_isa: {level} pins an x86 instruction set, and this CPU is {machine}")
-    if not {"avx2", "fma"} <= flags:
-        raise ValueError(f"cpu_isa: {level} needs a CPU with AVX2 and FMA, and this one has neither or only one")
+    missing = sorted({"avx2", "fma"} - flags)
+    if missing:
+        raise ValueError(f"cpu_isa: {level} needs a CPU with AVX2 and FMA, and this one lacks {' and '.join(missing)}")
     env = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     opencv = [name for name, flag in _OPENCV_AVX512.items() if flag in flags]
     if opencv:
@@ -97,15 +108,10 @@ def apply_from_env() -> dict[str, str]:
 def describe() -> dict[str, str]:
     """What this process runs on, for provenance: the CPU model, its widest vector extension, the
     pin requested and the kernels torch dispatches to."""
-    flags = cpu_flags()
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
+    cpu = _first_cpu()
+    flags = set(cpu.get("flags", "").split())
     widest = next((x for x in ("avx512f", "avx2", "avx", "sse4_2") if x in flags), "unknown")
-    info = {"cpu_model": model, "machine": platform.machine(), "widest_vector_extension": widest,
+    info = {"cpu_model": cpu.get("model name", "unknown"), "machine": platform.machine(), "widest_vector_extension": widest,
             "cpu_isa": os.environ.get(ENV, "") or "native"}
     try:
         import torch
@@ -113,3 +119,10 @@ def describe() -> dict[str, str]:
         return info
     info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     return info
+
+
+def describe_line() -> str:
+    """:func:`describe` as the one line the benchmark scripts print first."""
+    c = describe()
+    return (f"cpu: {c['cpu_model']} ({c['machine']}), widest vector extension {c['widest_vector_extension']}, "
+            f"torch kernels {c.get('torch_cpu_capability', '?')}, cpu_isa {c['cpu_isa']}")

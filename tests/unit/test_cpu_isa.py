@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from matchrepro.cpu_isa import ENV, cpu_flags, pin_settings
+from matchrepro.cpu_isa import ENV, VARIABLES, cpu_flags, pin_settings
 
 REPO = Path(__file__).resolve().parents[2]
 AVX2 = {"avx", "avx2", "fma"}
@@ -53,7 +53,7 @@ def test_cpu_flags_reads_the_first_cpu(tmp_path):
 
 
 def _job(code: str, **env) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    full = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     full.update(env, PYTHONPATH=str(REPO / "src"))
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
 
