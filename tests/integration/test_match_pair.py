@@ -14,14 +14,22 @@ from PIL import Image
 
 from matchrepro.models.imp import IMP
 from matchrepro.models.patch2pix import Patch2Pix
+from tests.cli_in_process import run_cli
 from tests.conftest import REPO
 
 TINY_ARCH = {"widths": [16, 16, 32, 32, 32], "blocks": [1, 1, 1, 1], "regressor_conv": [16, 16], "regressor_fc": [16, 8]}
 
 
 def run_match(*args, cwd=REPO):
+    """A real ``python -m matchrepro match`` process: what a user sees in the terminal (the error tests)."""
     return subprocess.run([sys.executable, "-m", "matchrepro", "match", *map(str, args), "--threads", "2"],
                           cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def run_match_here(*args):
+    """The same command in this process (tests/cli_in_process.py): the successful runs, without
+    a 3 s interpreter start-up each."""
+    return run_cli(["match", *map(str, args), "--threads", "2"])
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +49,7 @@ def images(tmp_path_factory):
 
 
 def test_sift_on_grayscale_png_and_exif_rotated_jpeg(images, tmp_path):
-    r = run_match(images / "gray.png", images / "sideways.jpg", "--method", "sift", "--out", tmp_path)
+    r = run_match_here(images / "gray.png", images / "sideways.jpg", "--method", "sift", "--out", tmp_path)
     assert r.returncode == 0, r.stderr
     assert "sift_mnn:" in r.stdout
     d = np.load(tmp_path / "gray-sideways.sift_mnn.npz")
@@ -59,7 +67,7 @@ def test_sift_on_grayscale_png_and_exif_rotated_jpeg(images, tmp_path):
 
 
 def test_h5_output(images, tmp_path):
-    r = run_match(images / "sideways.jpg", images / "gray.png", "--method", "sift_mnn_ratio", "--format", "h5",
+    r = run_match_here(images / "sideways.jpg", images / "gray.png", "--method", "sift_mnn_ratio", "--format", "h5",
                   "--out", tmp_path, "--no-picture")
     assert r.returncode == 0, r.stderr
     with h5py.File(tmp_path / "sideways-gray.sift_mnn_ratio.h5", "r") as f:
@@ -76,7 +84,7 @@ def test_learned_methods_with_given_weights(images, tmp_path, family):
     else:
         ck = {"model": Patch2Pix(arch=TINY_ARCH).state_dict(), "arch": TINY_ARCH, "feat_idx": [0, 1, 2, 3]}
     torch.save(ck, tmp_path / "w.pth")
-    r = run_match(images / "gray.png", images / "sideways.jpg", "--method", family, "--weights", tmp_path / "w.pth",
+    r = run_match_here(images / "gray.png", images / "sideways.jpg", "--method", family, "--weights", tmp_path / "w.pth",
                   "--out", tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     name = r.stdout.split(":")[0]
@@ -96,7 +104,7 @@ def test_unreadable_file_is_named(images, tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"error: cannot decode image (corrupt or unsupported format): {tmp_path / 'broken.jpg'}"]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
-    r = run_match(tmp_path / "missing.png", images / "gray.png", "--method", "sift")
+    r = run_match_here(tmp_path / "missing.png", images / "gray.png", "--method", "sift")
     assert r.returncode == 1 and "image not found:" in r.stderr and "missing.png" in r.stderr
 
 
@@ -107,5 +115,5 @@ def test_missing_weights_say_how_to_get_them(images, tmp_path):
     line = r.stderr.strip().splitlines()[-1]
     assert "weights 'patch2pix_demo'" in line and "results/training/patch2pix_demo/model_best.pth" in line
     assert "--weights" in line
-    r = run_match(images / "gray.png", images / "gray.png", "--method", "superglue", "--out", tmp_path)
+    r = run_match_here(images / "gray.png", images / "gray.png", "--method", "superglue", "--out", tmp_path)
     assert r.returncode == 1 and "--method superglue" in r.stderr

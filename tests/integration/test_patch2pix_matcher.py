@@ -1,9 +1,10 @@
-"""Patch2Pix and NCNet run as workflow matchers from a checkpoint in the official format."""
+"""Patch2Pix and NCNet run as workflow matchers from a checkpoint in the official format.
+
+The CLI runs in this process (tests/cli_in_process.py): the same entry point as ``python -m
+matchrepro``, without a 3 s interpreter start-up per call."""
 
 import argparse
 import json
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from matchrepro.config import demo_settings, load_config
 from matchrepro.demo import builders
 from matchrepro.models.patch2pix import Patch2Pix
+from tests.cli_in_process import run_cli
 from tests.conftest import REPO
 
 
@@ -39,8 +41,8 @@ def test_match_and_evaluate(setup, method):
     m["matcher"] = dict(m["matcher"], threshold=0.0)
     spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
     out = tmp / f"{method}.h5"
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "match-dataset", "--spec", json.dumps(spec), "--weights",
-                        str(tmp / "patch2pix_pretrained.pth"), "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    r = run_cli(["match-dataset", "--spec", json.dumps(spec), "--weights", str(tmp / "patch2pix_pretrained.pth"),
+                 "--out", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     with h5py.File(out, "r") as f:
         g = f["pair_000000"]
@@ -50,9 +52,8 @@ def test_match_and_evaluate(setup, method):
         assert np.allclose(g.attrs["scale0"], 1.0)
         assert k0[:, 0].max() <= 176 and k1[:, 1].max() <= 128
     espec = dict(spec, protocol=cfg["protocols"]["hpatches_mma"], max_keypoints=None)
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "evaluate", "--spec", json.dumps(espec), "--predictions",
-                        str(out), "--out", str(tmp / f"{method}.json"), "--pairs-out", str(tmp / f"{method}.csv")],
-                       capture_output=True, text=True, cwd=REPO)
+    r = run_cli(["evaluate", "--spec", json.dumps(espec), "--predictions", str(out), "--out", str(tmp / f"{method}.json"),
+                 "--pairs-out", str(tmp / f"{method}.csv")])
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp / f"{method}.json").read_text())["summary"]
     assert 0.0 <= summary["mma@3px"] <= 1.0 and summary["mean_matches"] > 0
@@ -63,8 +64,7 @@ def test_wrong_checkpoint_is_refused_with_one_line(setup):
     torch.save({"state_dict": {"extract.conv1.weight": torch.zeros(1)}}, tmp / "bad.pth")
     m = cfg["methods"]["patch2pix"]
     spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "match-dataset", "--spec", json.dumps(spec), "--weights",
-                        str(tmp / "bad.pth"), "--out", str(tmp / "bad.h5")], capture_output=True, text=True, cwd=REPO)
+    r = run_cli(["match-dataset", "--spec", json.dumps(spec), "--weights", str(tmp / "bad.pth"), "--out", str(tmp / "bad.h5")])
     assert r.returncode == 1 and not (tmp / "bad.h5").exists()
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {tmp / 'bad.pth'} does not fit Patch2Pix: 275 missing")
@@ -78,9 +78,8 @@ def test_patch2pix_refines_another_methods_cached_matches(setup):
     base["matcher"] = dict(base["matcher"], threshold=0.0)
     bspec = {"dataset": ds, "method": base, "features": None, "resize": base["resize"]}
     weights = str(tmp / "patch2pix_pretrained.pth")
-    run = lambda spec, out, *extra: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "matchrepro", "match-dataset", "--spec", json.dumps(spec), "--weights", weights,
-         "--out", str(out), *extra], capture_output=True, text=True, cwd=REPO)
+    run = lambda spec, out, *extra: run_cli(  # noqa: E731
+        ["match-dataset", "--spec", json.dumps(spec), "--weights", weights, "--out", str(out), *extra])
     r = run(bspec, tmp / "base.h5")
     assert r.returncode == 0, r.stderr[-3000:]
     ref = dict(cfg["methods"]["patch2pix"], name="p2p_refined", refines="ncnet")

@@ -3,7 +3,6 @@ best by the declared criterion, a resumed run keeps its best, validation does no
 is trained, and the Patch2Pix / IMP validations run on held-out demo scenes."""
 
 import json
-import subprocess
 import sys
 
 import pandas as pd
@@ -15,7 +14,6 @@ from matchrepro.demo import builders
 from matchrepro.preprocessing import imp_dump, patch2pix_pairs, scene_info_path
 from matchrepro.training.toy import ToyTask
 from tests.cli_in_process import run_command
-from tests.conftest import REPO
 
 TOY = dict(lr=0.05, batch_size=16, checkpoint_every=10, validate_every=4, val_samples=64, device="cpu")
 
@@ -27,10 +25,7 @@ def train(out, model, params, data=None, val=None, dataset=None, init=None, chec
            "--val-out", str(out.parent / "val_out.csv"), "--threads", "1"]
     cmd += (["--data", str(data)] if data else []) + (["--val-data", str(val)] if val else [])
     cmd += ["--init", str(init)] if init else []
-    if model == "toy":  # the loop's own tests: in this process, without a 3 s interpreter start-up each
-        r = run_command(cmd, check=False)
-    else:
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    r = run_command(cmd, check=False)  # in this process, without a 3 s interpreter start-up each
     if check:
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return r
