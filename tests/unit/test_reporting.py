@@ -60,6 +60,8 @@ def test_training_curves_plot_every_run_and_skip_nan_steps(tmp_path):
     import subprocess
     import sys
 
+    from tests.cli_in_process import run_cli
+
     logs = []
     for name, n in (("ncnet_demo", 30), ("patch2pix_demo", 20)):
         d = tmp_path / name
@@ -70,8 +72,7 @@ def test_training_curves_plot_every_run_and_skip_nan_steps(tmp_path):
             d / "loss.csv", index=False)
         logs.append(str(d / "loss.csv"))
     out = tmp_path / "fig"
-    r = subprocess.run([sys.executable, "-m", "matchrepro", "training-curves", "--logs", *logs, "--out", str(out)],
-                       capture_output=True, text=True, cwd=REPO)
+    r = run_cli(["training-curves", "--logs", *logs, "--out", str(out)])  # in this process (no 3 s start-up)
     assert r.returncode == 0, r.stderr
     assert (out / "loss_curves.png").stat().st_size > 5000 and (out / "loss_curves.pdf").is_file()
     r = subprocess.run([sys.executable, "-m", "matchrepro", "training-curves", "--logs", str(tmp_path / "no.csv"),
