@@ -99,12 +99,6 @@ def train_cmd(out, index, model, params, init=None):
     return cmd + (["--init", str(init)] if init else [])
 
 
-def run(cmd):
-    """A training command that runs to its end: in this process (tests/cli_in_process.py), without
-    a 3 s interpreter start-up; the killed runs stay processes of their own."""
-    return run_in_process(cmd)
-
-
 TINY = dict(num_keypoints=96, inliers_range=[8, 40], pairs_per_scene=4, batch_size=2, lr=1e-3,
             checkpoint_every=2, seed=3, init_mode="identity")
 
@@ -112,7 +106,7 @@ TINY = dict(num_keypoints=96, inliers_range=[8, 40], pairs_per_scene=4, batch_si
 @pytest.fixture(scope="module")
 def trained(dump):
     out = dump[0] / "imp" / "model_best.pth"
-    r = run(train_cmd(out, dump[1], "imp", dict(TINY, steps=6, pose_loss=True, lr_schedule="exponential",
+    r = run_in_process(train_cmd(out, dump[1], "imp", dict(TINY, steps=6, pose_loss=True, lr_schedule="exponential",
                                                         lr_decay_start=2, lr_decay_rate=0.5, lr_min=2e-4)))
     assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
     return out

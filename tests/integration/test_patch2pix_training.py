@@ -46,12 +46,6 @@ def train_cmd(out, data, model, params, init=None):
     return cmd + (["--init", str(init)] if init else [])
 
 
-def run(cmd):
-    """A training command that runs to its end: in this process (tests/cli_in_process.py), without
-    a 3 s interpreter start-up; the killed runs stay processes of their own."""
-    return run_in_process(cmd)
-
-
 COARSE = dict(arch=ARCH, image_size=[160, 96], steps=8, batch_size=2, lr=1e-3, checkpoint_every=4, seed=1)
 P2P = dict(arch=P2P_ARCH, image_size=[160, 96], ptmax=8, batch_size=1, lr=1e-3, checkpoint_every=2, seed=2)
 
@@ -59,7 +53,7 @@ P2P = dict(arch=P2P_ARCH, image_size=[160, 96], ptmax=8, batch_size=1, lr=1e-3, 
 @pytest.fixture(scope="module")
 def coarse(data):
     out = data[0] / "coarse" / "model_best.pth"
-    run(train_cmd(out, data, "ncnet", COARSE))
+    run_in_process(train_cmd(out, data, "ncnet", COARSE))
     return out
 
 
@@ -75,7 +69,7 @@ def test_coarse_stage_trains_and_loads_as_a_matcher(coarse):
 
 def test_regressors_train_on_a_frozen_coarse_stage(data, coarse):
     out = data[0] / "p2p" / "model_best.pth"
-    r = run(train_cmd(out, data, "patch2pix", dict(P2P, steps=6), init=coarse))
+    r = run_in_process(train_cmd(out, data, "patch2pix", dict(P2P, steps=6), init=coarse))
     assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
     init = torch.load(coarse, weights_only=True)["model"]
     final = torch.load(out, weights_only=True)
