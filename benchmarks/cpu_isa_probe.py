@@ -1,5 +1,6 @@
 """Which libraries' results change with the instruction set they use: hashes of an OpenCV warp,
-its SIFT features, and the Patch2Pix and IMP regression-fixture outputs, computed in a fresh
+its SIFT features, a NumPy matrix product and SVD (the OpenBLAS NumPy bundles), and the
+Patch2Pix and IMP regression-fixture outputs, computed in a fresh
 process per setting (each library reads its variable when it loads).
 
     python benchmarks/cpu_isa_probe.py
@@ -36,7 +37,10 @@ kp, d = cv2.SIFT_create(nfeatures=2048).detectAndCompute(warped, None)
 with torch.no_grad():
     p2p = predict(fx.patch2pix_model(), *fx.patch2pix_inputs(), threshold=0.0)["matches"]
     imp = fx.imp_model(None).match(fx.imp_inputs())["mscores0"]
-print(h(warped.tobytes()), h(np.float64([k.pt for k in kp]).tobytes() + d.tobytes()), len(kp),
+g = np.random.default_rng(0)
+a, b = g.normal(size=(300, 257)), g.normal(size=(257, 311))
+blas = (a @ b).tobytes() + np.linalg.svd(a[:9, :9])[1].tobytes()
+print(h(warped.tobytes()), h(np.float64([k.pt for k in kp]).tobytes() + d.tobytes()), len(kp), h(blas),
       h(p2p.numpy().tobytes()), h(imp.numpy().tobytes()), torch.backends.cpu.get_cpu_capability())
 """
 
@@ -59,17 +63,20 @@ def main() -> int:
         ("ATen default kernels (ATEN_CPU_CAPABILITY=default)", {"ATEN_CPU_CAPABILITY": "default"}),
         ("oneDNN up to SSE4.1 (ONEDNN_MAX_CPU_ISA=SSE41)", {"ONEDNN_MAX_CPU_ISA": "SSE41"}),
         ("MKL's AVX2 branch (MKL_CBWR=AVX2)", {"MKL_CBWR": "AVX2"}),
+        ("OpenBLAS's Haswell kernels (OPENBLAS_CORETYPE=Haswell)", {"OPENBLAS_CORETYPE": "Haswell"}),
     ]
-    print(f"{'setting':58s} {'warp':10s} {'sift':10s} {'kps':>4s} {'patch2pix':10s} {'imp':10s} torch")
+    names = ("warp", "sift", "kps", "numpy", "patch2pix", "imp")
+    print(f"{'setting':58s} {'warp':10s} {'sift':10s} {'kps':>4s} {'numpy':10s} {'patch2pix':10s} {'imp':10s} torch")
     native = None
     for name, env in settings:
         out = run(env)
         fields = out.split()
         if native is None:
             native = fields
-        marks = "".join("*" if len(fields) == 6 and i < 5 and fields[i] != native[i] else " " for i in range(5))
-        print(f"{name:58s} {out}  changed: {marks.replace(' ', '.')}")
-    print("changed: one mark per output (warp, sift, kps, patch2pix, imp); * = differs from native")
+        n = len(names)
+        marks = "".join("*" if len(fields) == n + 1 and fields[i] != native[i] else "." for i in range(n))
+        print(f"{name:58s} {out}  changed: {marks}")
+    print(f"changed: one mark per output ({', '.join(names)}); * = differs from native")
     return 0
 
 

@@ -7,12 +7,14 @@ Runs the workflow from scratch in a temporary working directory (nothing reused 
 `python benchmarks/demo_runtime.py [--cores N] [--keep] [--twice | --against DIR]`; `--twice` runs
 the demo a second time in another scratch folder and compares the two runs' `results/tables/*.csv`
 byte for byte (same inputs, same numbers); `--against DIR` compares one new run with a run kept
-earlier (`--keep`).
+earlier (`--keep`). Each run also prints the SHA-256 of each table CSV (first 12 hex digits), so
+runs on other machines can be compared with the digests quoted in docs/demo.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -92,6 +94,12 @@ def job_times(work: Path) -> list[tuple[float, str]]:
     return sorted(out, reverse=True)
 
 
+def table_digests(work: Path) -> list[str]:
+    """``name sha256[:12]`` of each ``results/tables/*.csv`` of a run, by name."""
+    return [f"{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()[:12]}"
+            for p in sorted((work / "results" / "tables").glob("*.csv"))]
+
+
 def compare_tables(a: Path, b: Path) -> list[str]:
     """Names of the table CSVs that differ (or exist in one run only)."""
     names = sorted({p.name for p in (a / "results/tables").glob("*.csv")} | {p.name for p in (b / "results/tables").glob("*.csv")})
@@ -128,6 +136,7 @@ def main() -> int:
             print(f"  {t:8.1f}  {name}")
         if len(times) > 25:
             print(f"  ... {len(times) - 25} more jobs, {sum(t for t, _ in times[25:]):.0f} s together")
+        print(f"  tables (sha256): {', '.join(table_digests(work))}")
     bad = []
     if len(runs) == 2:
         names, bad = compare_tables(*runs)

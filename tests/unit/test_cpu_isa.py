@@ -22,9 +22,9 @@ def test_native_pins_nothing():
     assert pin_settings("native", AVX512, "x86_64") == {}
 
 
-def test_avx2_on_an_avx2_cpu_pins_mkl_aten_and_onednn_only():
+def test_avx2_on_an_avx2_cpu_pins_mkl_aten_onednn_and_openblas_only():
     assert pin_settings("avx2", AVX2, "x86_64") == {
-        "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+        "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
 
 
 def test_avx2_on_an_avx512_cpu_also_turns_off_opencv_and_numpy_avx512_dispatch():
@@ -84,3 +84,17 @@ def test_an_unpinnable_level_warns_in_one_line_and_changes_nothing():
     r = _job(code, **{ENV: "avx512"})
     assert r.stdout.split() == ["{}", "False"]
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("warning: cpu_isa must be one of native, avx2"), r.stderr
+
+
+@needs_avx2
+def test_the_pin_reaches_numpys_openblas_before_it_loads():
+    """A CLI process with the pin computes NumPy's matrix products with OpenBLAS's Haswell kernels,
+    bit for bit what a process started with OPENBLAS_CORETYPE=Haswell computes (on an AVX-512 CPU
+    OpenBLAS would otherwise pick its SkylakeX kernels, whose sums round differently)."""
+    product = ("import numpy as np, hashlib; g = np.random.default_rng(0); "
+               "a, b = g.normal(size=(300, 257)), g.normal(size=(257, 311)); "
+               "print(hashlib.sha1((a @ b).tobytes() + np.linalg.svd(a[:9, :9])[1].tobytes()).hexdigest())")
+    pinned = _job("from matchrepro.cli import apply_from_env; apply_from_env(); " + product, **{ENV: "avx2"})
+    direct = _job(product, OPENBLAS_CORETYPE="Haswell")
+    assert pinned.returncode == 0 and direct.returncode == 0, pinned.stderr + direct.stderr
+    assert pinned.stdout == direct.stdout
