@@ -64,6 +64,7 @@ def main() -> int:
         ("oneDNN up to SSE4.1 (ONEDNN_MAX_CPU_ISA=SSE41)", {"ONEDNN_MAX_CPU_ISA": "SSE41"}),
         ("MKL's AVX2 branch (MKL_CBWR=AVX2)", {"MKL_CBWR": "AVX2"}),
         ("OpenBLAS's Haswell kernels (OPENBLAS_CORETYPE=Haswell)", {"OPENBLAS_CORETYPE": "Haswell"}),
+        ("OpenCV's IPP, AVX2 code (OPENCV_IPP=avx2)", {"OPENCV_IPP": "avx2"}),
     ]
     names = ("warp", "sift", "kps", "numpy", "patch2pix", "imp")
     print(f"{'setting':58s} {'warp':10s} {'sift':10s} {'kps':>4s} {'numpy':10s} {'patch2pix':10s} {'imp':10s} torch")

@@ -3,8 +3,9 @@ the same float sums.
 
 Every library under the pipeline picks its kernels by the CPU it finds: OpenCV's warps and SIFT
 (dispatched up to AVX-512 SKX), torch's ATen kernels (AVX2 or AVX-512), oneDNN's convolutions
-(jitted for the widest ISA), MKL's GEMMs (a code path per CPU family) and the OpenBLAS that
-NumPy and SciPy bundle (its matrix products, SVDs and solves: a kernel set per CPU core). The results differ in
+(jitted for the widest ISA), MKL's GEMMs (a code path per CPU family), the Intel IPP inside
+OpenCV (its own code path per CPU, whatever OpenCV's dispatch) and the OpenBLAS that NumPy and
+SciPy bundle (its matrix products, SVDs and solves: a kernel set per CPU core). The results differ in
 the last bits, and a demo training run amplifies last bits into different tables
 (docs/demo.md, "Same inputs, same numbers"). ``cpu_isa: avx2`` (config, demo default) asks each
 library for its AVX2 path through its own documented switch:
@@ -16,6 +17,7 @@ MKL               ``MKL_CBWR=AVX2``                      conditional numerical r
 torch ATen        ``ATEN_CPU_CAPABILITY=avx2``           AVX2 kernels, never AVX-512
 oneDNN            ``ONEDNN_MAX_CPU_ISA=AVX2``            jit kernels up to AVX2
 OpenCV            ``OPENCV_CPU_DISABLE=AVX512-SKX,...``  AVX-512 dispatch off (set only where the CPU has it)
+OpenCV's IPP      ``OPENCV_IPP=avx2``                    IPP's AVX2 code (l9), not its AVX-512 code (k0)
 NumPy             ``NPY_DISABLE_CPU_FEATURES=X86_V4...`` AVX-512 dispatch off (likewise)
 OpenBLAS          ``OPENBLAS_CORETYPE=Haswell``          Haswell (AVX2) kernels: what it runs on AVX2 CPUs, Zen 1-3 included
 ================  =====================================  ==================================
@@ -36,8 +38,8 @@ import sys
 ENV = "MATCHREPRO_CPU_ISA"
 LEVELS = ("native", "avx2")
 # every variable :func:`pin_settings` may set
-VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "OPENCV_CPU_DISABLE",
-             "NPY_DISABLE_CPU_FEATURES")
+VARIABLES = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "OPENCV_IPP",
+             "OPENCV_CPU_DISABLE", "NPY_DISABLE_CPU_FEATURES")
 
 # OpenCV's names for the AVX-512 groups it can dispatch, and the cpuinfo flag each needs
 _OPENCV_AVX512 = {"AVX512F": "avx512f", "AVX512-SKX": "avx512bw"}
@@ -80,7 +82,8 @@ def pin_settings(level: str, flags: set[str], machine: str | None = None) -> dic
     missing = sorted({"avx2", "fma"} - flags)
     if missing:
         raise ValueError(f"cpu_isa: {level} needs a CPU with AVX2 and FMA, and this one lacks {' and '.join(missing)}")
-    env = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+    env = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell",
+           "OPENCV_IPP": "avx2"}
     opencv = [name for name, flag in _OPENCV_AVX512.items() if flag in flags]
     if opencv:
         env["OPENCV_CPU_DISABLE"] = ",".join(opencv)

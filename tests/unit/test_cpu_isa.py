@@ -22,9 +22,10 @@ def test_native_pins_nothing():
     assert pin_settings("native", AVX512, "x86_64") == {}
 
 
-def test_avx2_on_an_avx2_cpu_pins_mkl_aten_onednn_and_openblas_only():
+def test_avx2_on_an_avx2_cpu_pins_mkl_aten_onednn_openblas_and_ipp_only():
     assert pin_settings("avx2", AVX2, "x86_64") == {
-        "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell"}
+        "MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell",
+        "OPENCV_IPP": "avx2"}
 
 
 def test_avx2_on_an_avx512_cpu_also_turns_off_opencv_and_numpy_avx512_dispatch():
@@ -98,3 +99,13 @@ def test_the_pin_reaches_numpys_openblas_before_it_loads():
     direct = _job(product, OPENBLAS_CORETYPE="Haswell")
     assert pinned.returncode == 0 and direct.returncode == 0, pinned.stderr + direct.stderr
     assert pinned.stdout == direct.stdout
+
+
+@needs_avx2
+def test_the_pin_reaches_opencvs_ipp():
+    """OpenCV's bundled Intel IPP picks its own code path by CPU (AVX-512 "k0" on an AVX-512 CPU,
+    whatever OpenCV's own dispatch); a pinned process runs its AVX2 path, "l9"."""
+    code = "from matchrepro.cli import apply_from_env; apply_from_env(); import cv2; print(cv2.ipp.getIppVersion())"
+    r = _job(code, **{ENV: "avx2"})
+    assert r.returncode == 0, r.stderr
+    assert "(l9)" in r.stdout, r.stdout
