@@ -67,14 +67,14 @@ def main() -> int:
         ("OpenCV's IPP, AVX2 code (OPENCV_IPP=avx2)", {"OPENCV_IPP": "avx2"}),
     ]
     names = ("warp", "sift", "kps", "numpy", "patch2pix", "imp")
-    print(f"{'setting':58s} {'warp':10s} {'sift':10s} {'kps':>4s} {'numpy':10s} {'patch2pix':10s} {'imp':10s} torch")
+    n = len(names)
+    print(f"{'setting':58s} " + " ".join(f"{c:>4s}" if c == "kps" else f"{c:10s}" for c in names) + " torch")
     native = None
     for name, env in settings:
         out = run(env)
         fields = out.split()
         if native is None:
             native = fields
-        n = len(names)
         marks = "".join("*" if len(fields) == n + 1 and fields[i] != native[i] else "." for i in range(n))
         print(f"{name:58s} {out}  changed: {marks}")
     print(f"changed: one mark per output ({', '.join(names)}); * = differs from native")
