@@ -181,3 +181,36 @@ def test_predict_runs_and_handles_degenerate_inputs():
         ref, prob = refine(p2p.regress_mid, feats, feats, [1, 2, 4, 8], torch.full((3, 4), 16.0),
                            [(32, 32), (32, 32)], chunk=2)
         assert ref.shape == (3, 4) and ((ref - 16).abs() <= 8).all()
+
+
+@pytest.mark.parametrize("arch", [None, {"widths": [16, 16, 32, 48, 64], "blocks": [1, 1, 1, 1],
+                                         "regressor_conv": [64, 64], "regressor_fc": [64, 32]}])
+def test_eval_regression_on_cells_equals_the_gathered_patches(arch):
+    """The eval path that applies the first regressor convolution to layer2's cells
+    (``regress_patches_eval``) gives the released formulation's outputs (convolution of the
+    gathered, normalised 16x16 patches) to float32 rounding, at image corners and borders, on
+    cell boundaries, with fractional points, images of two sizes and non-trivial BatchNorm
+    statistics."""
+    from matchrepro.models.patch2pix import gather_patch_pairs, init_weights, regress_patches_eval
+
+    torch.manual_seed(0)
+    p2p = Patch2Pix(arch=arch)
+    init_weights(p2p, seed=1)
+    for m in p2p.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    p2p.eval()
+    (w1, h1), (w2, h2) = sizes = [(96, 64), (64, 48)]
+    dims = p2p.level_dims()[:4]
+    f1 = [torch.randn(1, c, h1 // s, w1 // s) for c, s in zip(dims, (1, 2, 4, 8))]
+    f2 = [torch.randn(1, c, h2 // s, w2 // s) for c, s in zip(dims, (1, 2, 4, 8))]
+    pts = torch.tensor([[0, 0, 0, 0], [w1, h1, w2, h2], [w1 - 1, 0, 0, h2 - 1], [8, 8, 16, 16], [7.9, 15.99, 8.01, 23.5],
+                        [41.3, 30.7, 33.2, 20.1], [95, 1, 63, 47]])
+    pts = torch.cat([pts, torch.rand(40, 4) * torch.tensor([w1, h1, w2, h2], dtype=torch.float32)])
+    with torch.no_grad():
+        for reg in (p2p.regress_mid, p2p.regress_fine):
+            ref = reg(gather_patch_pairs(f1, f2, [1, 2, 4, 8], pts, sizes))
+            out = regress_patches_eval(reg, f1, f2, [1, 2, 4, 8], pts, sizes)
+            assert out.shape == ref.shape == (len(pts), 5)
+            assert float((out - ref).abs().max()) <= 1e-5 * float(ref.abs().max())

@@ -380,13 +380,122 @@ def gather_patch_pairs(feats1, feats2, strides: list[int], matches: torch.Tensor
     return out.view(n, psize, psize, d1 + d2).permute(0, 3, 1, 2)
 
 
+def _coarse_levels(strides: list[int], psize: int) -> list[bool]:
+    """Which feature levels the eval path factors (:func:`regress_patches_eval`): those of the
+    largest stride, if it is at least half the patch (a patch then spans at most 3 of their
+    cells per axis; layer2 at stride 8 for 16x16 patches)."""
+    top = max(strides)
+    return [s == top and 2 * s >= psize for s in strides]
+
+
+def regress_patches_eval(regressor: FeatRegressNet, feats1, feats2, strides: list[int], matches: torch.Tensor,
+                         sizes, psize: int = 16) -> torch.Tensor:
+    """``regressor(gather_patch_pairs(...))`` in eval mode, with the first convolution of the
+    coarse levels (:func:`_coarse_levels`: layer2, stride 8) applied to their cells, not to
+    their pixels. Returns (N, 5), equal to the gathered formulation to float32 rounding.
+
+    A 16x16 patch samples a stride-8 map by nearest neighbour, so it holds at most 3x3 distinct
+    cells of it; the joint L2 normalisation divides each pixel by its own norm n(p), which is a
+    scalar. The first convolution is linear, so its stride-8 part at output o is
+    sum_t (W_t . f(cell(p))) / n(p) over its taps t, p = 2 o + t - 1: the products W_t . f of the
+    K x K cells (one GEMM, (N K K, C) @ (C, 9 C_out)) are combined per output pixel by a batched
+    product with a sparse (N, 64, 2 K K 9) matrix holding 1 / n(p). For the released
+    architecture this does 0.61 of the first convolution's multiply-adds (0.87 of the level's),
+    and the gather moves 131 of each image's 259 channels. The finer levels (image, conv1,
+    layer1) are gathered per pixel as in :func:`gather_patch_pairs`, and their part of the
+    convolution runs as a convolution. Level sets with nothing to factor, or nothing left to
+    gather, run the gathered formulation."""
+    coarse = _coarse_levels(strides, psize)
+    if all(coarse) or not any(coarse):
+        return regressor(gather_patch_pairs(feats1, feats2, strides, matches, sizes, psize))
+    c0, bn0, c1, bn1, relu, pool = regressor.conv
+    assert c0.kernel_size == (3, 3) and c0.stride == (2, 2) and c0.padding == (1, 1), "the released first conv"
+    w0, b0 = _fold_bn(c0, bn0)
+    dev, dtype = matches.device, feats1[0].dtype
+    n, pp = len(matches), psize * psize
+    dims = [f.shape[1] for f in feats1]
+    d_half = sum(dims)
+    d_fine = sum(c for c, k in zip(dims, coarse) if not k)
+    ho = psize // 2  # output rows and columns of the stride-2 convolution
+    cout = w0.shape[0]
+    # weight columns: per half, the channels of the fine levels, then those of the coarse levels
+    cols_fine, cols_coarse, at = [], [], 0
+    for c, k in zip(dims, coarse):
+        (cols_coarse if k else cols_fine).append(torch.arange(at, at + c, device=dev))
+        at += c
+    cols_fine, cols_coarse = torch.cat(cols_fine), torch.cat(cols_coarse)
+    w_fine = torch.cat([w0[:, cols_fine], w0[:, d_half + cols_fine]], 1)
+    fine = torch.empty(n * pp, 2 * d_fine, device=dev, dtype=dtype)
+    off = torch.arange(psize, device=dev) - psize // 2
+    # output pixel o = (oy, ox), tap t = (ty, tx) -> the patch pixel it reads (index -1 or psize: padding)
+    o = torch.arange(ho, device=dev)
+    t = torch.arange(3, device=dev)
+    p_of = 2 * o[:, None] + t[None] - 1  # (ho, 3) patch row (or column) read by output row oy, tap ty
+    valid = (p_of >= 0) & (p_of < psize)
+    p_cl = p_of.clamp(0, psize - 1)
+    blocks, qs = [], []
+    for half, (feats, pts, (w, h)) in enumerate(((feats1, matches[:, :2], sizes[0]), (feats2, matches[:, 2:], sizes[1]))):
+        px, py = pts[:, 0].long(), pts[:, 1].long()
+        x, y = px[:, None] + off[None], py[:, None] + off[None]  # (N, psize) pixel columns, rows
+        col = half * d_fine
+        sq = None  # (N, psize, psize) squared norm of the coarse levels' cells at each pixel
+        k_cells = []  # the coarse levels' cells; they share one stride, so one local index map
+        for f, s, k in zip(feats, strides, coarse):
+            fw, c = f.shape[3], f.shape[1]
+            rows = f[0].flatten(1).T
+            if not k:
+                fx = torch.clamp(torch.div(x, s, rounding_mode="floor"), 0, w // s - 1)
+                fy = torch.clamp(torch.div(y, s, rounding_mode="floor"), 0, h // s - 1)
+                fine[:, col:col + c] = rows.index_select(0, (fy[:, :, None] * fw + fx[:, None, :]).reshape(-1))
+                col += c
+                continue
+            kk = (psize - 1) // s + 2  # cells per axis a patch can touch
+            bx = torch.div(px - psize // 2, s, rounding_mode="floor")  # (N,) first cell, unclamped
+            by = torch.div(py - psize // 2, s, rounding_mode="floor")
+            lx = torch.div(x, s, rounding_mode="floor") - bx[:, None]  # (N, psize) local cell of each pixel
+            ly = torch.div(y, s, rounding_mode="floor") - by[:, None]
+            ar = torch.arange(kk, device=dev)
+            cx = torch.clamp(bx[:, None] + ar, 0, w // s - 1)  # (N, kk) the cells, clamped as the pixels are
+            cy = torch.clamp(by[:, None] + ar, 0, h // s - 1)
+            cells = rows.index_select(0, (cy[:, :, None] * fw + cx[:, None, :]).reshape(-1))  # (N kk kk, c)
+            csq = torch.sum(cells * cells, dim=1).view(n, kk * kk)
+            loc = ly[:, :, None] * kk + lx[:, None, :]  # (N, psize, psize) local cell index of each pixel
+            g = torch.gather(csq, 1, loc.view(n, pp)).view(n, psize, psize)
+            sq = g if sq is None else sq + g
+            k_cells.append(cells)
+        half_buf = fine[:, half * d_fine:(half + 1) * d_fine]
+        norm2 = torch.sum(half_buf * half_buf, dim=1)
+        norm = torch.sqrt(norm2 + sq.reshape(-1) + 1e-6)
+        half_buf.div_(norm[:, None])
+        cells = torch.cat(k_cells, 1) if len(k_cells) > 1 else k_cells[0]
+        # (C_coarse, 9 C_out): W_t for the coarse channels of this half, tap-major
+        wc = w0[:, d_half * half + cols_coarse].permute(1, 2, 3, 0).reshape(len(cols_coarse), 9 * cout)
+        qs.append((cells @ wc).view(n, kk * kk * 9, cout))  # (N, cell-major then tap, C_out)
+        inv = (1.0 / norm).view(n, psize, psize)
+        # entry (o, t) of the sparse combination matrix: value 1 / n(p) at column cell(p) * 9 + t
+        py_, px_ = p_cl[:, None, :, None], p_cl[None, :, None, :]  # (ho, ho, 3, 3) broadcast shapes
+        ok = (valid[:, None, :, None] & valid[None, :, None, :]).reshape(1, -1)
+        val = inv[:, py_, px_].reshape(n, -1) * ok  # (N, ho ho 3 3), zero where the tap reads padding
+        cidx = loc[:, py_, px_] * 9 + (3 * t[:, None] + t[None, :]).view(1, 1, 3, 3)  # (N, ho, ho, 3, 3)
+        blocks.append((val.view(n, ho * ho, 9), cidx.reshape(n, ho * ho, 9) + half * kk * kk * 9, kk))
+    h = F.conv2d(fine.view(n, psize, psize, 2 * d_fine).permute(0, 3, 1, 2), w_fine, b0, stride=2, padding=1)
+    a = torch.zeros(n, ho * ho, sum(b[2] * b[2] * 9 for b in blocks), device=dev, dtype=dtype)
+    for val, cidx, _ in blocks:
+        a.scatter_(2, cidx, val)
+    h = h + torch.bmm(a, torch.cat(qs, 1)).view(n, ho, ho, cout).permute(0, 3, 1, 2)
+    h = F.conv2d(h, *_fold_bn(c1, bn1), stride=c1.stride, padding=c1.padding)
+    return regressor.fc(pool(torch.relu_(h)).flatten(1))
+
+
 def refine(regressor: FeatRegressNet, feats1, feats2, strides, matches: torch.Tensor, sizes, psize: int = 16,
-           chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           chunk: int | None = None, factor: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One refinement level: regress offsets around ``matches`` (N, 4) -> (refined (N, 4), prob (N,)).
     Chunks of ``chunk`` proposals (default: the released ``regr_batch`` 1200 in training, where the
     chunk is the BatchNorm batch; 300 in eval mode, where each proposal is independent and smaller
     chunks stay in cache); a trailing chunk of one is merged into the previous one (a
-    BatchNorm1d in training mode cannot take a batch of one). Zero matches give empty outputs."""
+    BatchNorm1d in training mode cannot take a batch of one). Zero matches give empty outputs.
+    In eval mode ``factor`` runs :func:`regress_patches_eval` (equal to float32 rounding, 0.87
+    of the multiply-adds); False runs the gathered formulation, as training does."""
     if chunk is None:
         chunk = 1200 if regressor.training else 300
     n = len(matches)
@@ -397,7 +506,10 @@ def refine(regressor: FeatRegressNet, feats1, feats2, strides, matches: torch.Te
         bounds.pop(-2)
     outs = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        outs.append(regressor(gather_patch_pairs(feats1, feats2, strides, matches[a:b], sizes, psize)))
+        if regressor.training or not factor:
+            outs.append(regressor(gather_patch_pairs(feats1, feats2, strides, matches[a:b], sizes, psize)))
+        else:
+            outs.append(regress_patches_eval(regressor, feats1, feats2, strides, matches[a:b], sizes, psize))
     offset, prob = parse_regressor_out(torch.cat(outs), psize)
     refined = matches.float() + offset
     (w1, h1), (w2, h2) = sizes
