@@ -202,6 +202,16 @@ def cmd_worst(a) -> None:
     print(worst_pairs(a.pairs_csv, a.n, a.by).to_string(index=False))
 
 
+def cmd_compare(a) -> None:
+    from matchrepro.reporting.compare import format_comparison, paired_auc_difference
+
+    def label(path: str) -> str:  # results/metrics/<method>/<dataset>/<protocol>_pairs.csv
+        return Path(path).parent.parent.name or path
+
+    df = paired_auc_difference(a.base_csv, a.other_csv, a.thresholds, a.resamples)
+    print(format_comparison(df, label(a.base_csv), label(a.other_csv)))
+
+
 def cmd_train(a) -> None:
     import os
     import shutil
@@ -369,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pairs_csv", help="results/metrics/<method>/<dataset>/<protocol>_pairs.csv")
     s.add_argument("-n", type=int, default=10, help="how many pairs (default 10)")
     s.add_argument("--by", default=None, help="column to sort by (default: the protocol's error)")
+    s = verb("compare", cmd_compare, "pose AUC of one method minus another's on the same pairs (paired bootstrap)")
+    s.add_argument("base_csv", help="per-pair results of the baseline: results/metrics/<method>/<dataset>/<protocol>_pairs.csv")
+    s.add_argument("other_csv", help="per-pair results of the method compared with it (same dataset and protocol)")
+    s.add_argument("--thresholds", type=float, nargs="+", default=[5, 10, 20], help="AUC thresholds in degrees")
+    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000, as the tables)")
     s = verb("train", cmd_train, "train a model (DDP through torchrun when params.processes > 1)")
     s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True, help="weights file; checkpoints and log.csv go beside it")

@@ -56,6 +56,58 @@ def test_worst_pairs_ranks_failures_first(tmp_path):
         worst_pairs(f, 1, by="nope")
 
 
+def _pairs_csv(path, errors, order=None):
+    n = len(errors)
+    df = pd.DataFrame({"pair_index": range(n), "name0": [f"s/a{i}.jpg" for i in range(n)],
+                       "name1": [f"s/b{i}.jpg" for i in range(n)], "pose_error_deg": errors})
+    (df if order is None else df.iloc[order]).to_csv(path, index=False)
+    return path
+
+
+def test_paired_auc_difference_is_the_difference_with_a_paired_interval(tmp_path):
+    """The difference is other's AUC minus base's on the same pairs; its interval comes from
+    resampling pairs for both at once, so a method that is better by 1 degree on every pair
+    gets an interval above zero, far narrower than the two per-method intervals suggest."""
+    from matchrepro.evaluation import metrics
+    from matchrepro.evaluation.evaluate import bootstrap_auc
+    from matchrepro.reporting.compare import format_comparison, paired_auc_difference
+
+    rng = np.random.default_rng(3)
+    base = np.concatenate([rng.uniform(1.5, 25.0, 40), [np.inf, np.nan]])
+    better = base - 1.0  # better on every pair (failures stay failures)
+    a = _pairs_csv(tmp_path / "a.csv", base)
+    b = _pairs_csv(tmp_path / "b.csv", better, order=rng.permutation(len(base)))  # row order must not matter
+    df = paired_auc_difference(a, b, thresholds=[10, 20]).set_index("threshold_deg")
+    for t in (10, 20):
+        expected = 100 * (metrics.pose_auc(better, [t])[0] - metrics.pose_auc(base, [t])[0])
+        assert df.loc[t, "difference"] == pytest.approx(expected) and expected > 0
+        assert 0 < df.loc[t, "ci_low"] <= df.loc[t, "difference"] <= df.loc[t, "ci_high"]
+        assert df.loc[t, "not_above_fraction"] == 0.0
+        (lo_a, hi_a), = bootstrap_auc(base, [t])
+        (lo_b, hi_b), = bootstrap_auc(better, [t])
+        assert df.loc[t, "ci_low"] > lo_b - hi_a and df.loc[t, "ci_high"] - df.loc[t, "ci_low"] < 0.5 * (hi_a - lo_a)
+    same = paired_auc_difference(a, a, thresholds=[10])
+    assert same.difference.iloc[0] == 0 and same.ci_low.iloc[0] == same.ci_high.iloc[0] == 0
+    assert same.not_above_fraction.iloc[0] == 1.0 and same.num_pairs.iloc[0] == len(base)
+    text = format_comparison(df.reset_index(), "sift_mnn", "imp")
+    assert text.splitlines()[0] == "imp minus sift_mnn, 42 pairs, paired bootstrap over pairs:"
+    assert "AUC@10deg:" in text and "not above in 0.0 %" in text
+
+
+def test_paired_comparison_refuses_different_pairs(tmp_path):
+    from tests.cli_in_process import run_cli
+
+    a = _pairs_csv(tmp_path / "a.csv", [1.0, 2.0, 3.0])
+    b = _pairs_csv(tmp_path / "b.csv", [1.0, 2.0])
+    r = run_cli(["compare", str(a), str(b)])
+    assert r.returncode != 0 and "do not hold the same pairs (3 and 2 rows)" in r.stderr and str(b) in r.stderr
+    pd.DataFrame({"pair_index": [0], "mma@3px": [0.5]}).to_csv(tmp_path / "m.csv", index=False)
+    r = run_cli(["compare", str(a), str(tmp_path / "m.csv")])
+    assert r.returncode != 0 and "not relative-pose per-pair results" in r.stderr
+    ok = run_cli(["compare", str(a), str(a), "--thresholds", "10", "--resamples", "50"])
+    assert ok.returncode == 0 and "AUC@10deg: " in ok.stdout and "= +0.00" in ok.stdout
+
+
 def test_training_curves_plot_every_run_and_skip_nan_steps(tmp_path):
     import subprocess
     import sys
