@@ -208,7 +208,8 @@ def cmd_compare(a) -> None:
     def label(path: str) -> str:  # results/metrics/<method>/<dataset>/<protocol>_pairs.csv
         return Path(path).parent.parent.name or path
 
-    df = paired_auc_difference(a.base_csv, a.other_csv, a.thresholds, a.resamples)
+    kw = {} if a.resamples is None else {"resamples": a.resamples}
+    df = paired_auc_difference(a.base_csv, a.other_csv, a.thresholds, **kw)
     print(format_comparison(df, label(a.base_csv), label(a.other_csv)))
 
 
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("base_csv", help="per-pair results of the baseline: results/metrics/<method>/<dataset>/<protocol>_pairs.csv")
     s.add_argument("other_csv", help="per-pair results of the method compared with it (same dataset and protocol)")
     s.add_argument("--thresholds", type=float, nargs="+", default=[5, 10, 20], help="AUC thresholds in degrees")
-    s.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000, as the tables)")
+    s.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: as many as the tables', 1000)")
     s = verb("train", cmd_train, "train a model (DDP through torchrun when params.processes > 1)")
     s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True, help="weights file; checkpoints and log.csv go beside it")

@@ -13,12 +13,18 @@ from matchrepro.errors import DatasetError
 RANKING = (("pose_error_deg", True), ("corner_error_px", True), ("mma@3px", False))
 
 
-def worst_pairs(path: str | Path, n: int = 10, by: str | None = None) -> pd.DataFrame:
-    """The ``n`` worst rows: largest error (failures, +inf or NaN, first) or smallest MMA."""
+def read_pairs_csv(path: str | Path) -> pd.DataFrame:
+    """A per-pair results CSV (``results/metrics/<method>/<dataset>/<protocol>_pairs.csv``);
+    a missing or unreadable file is a one-line :class:`DatasetError` naming it."""
     try:
-        df = pd.read_csv(path)
+        return pd.read_csv(path)
     except (OSError, pd.errors.ParserError) as e:
         raise DatasetError(f"cannot read per-pair results {path}: {e}") from None
+
+
+def worst_pairs(path: str | Path, n: int = 10, by: str | None = None) -> pd.DataFrame:
+    """The ``n`` worst rows: largest error (failures, +inf or NaN, first) or smallest MMA."""
+    df = read_pairs_csv(path)
     if by is None:
         found = [(c, larger) for c, larger in RANKING if c in df.columns]
         if not found:
