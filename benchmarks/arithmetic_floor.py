@@ -8,10 +8,13 @@ numerics) or using lower precision (not float noise).
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the same inputs as
 ``patch2pix_speed.py`` (the released architecture, 640x480, 500 coarse matches through both
 regressors) and ``imp_speed.py`` (D = 256, 1024 and 2048 keypoints, the identity start, no
-pruning). It counts only matrix products and convolutions (2 FLOPs per multiply-add); softmax,
+pruning), with torch's own products (``onednn_gemm.disabled()``: the counter does not know the
+oneDNN operator that IMP's inference uses). It counts only matrix products and convolutions (2 FLOPs per multiply-add); softmax,
 normalisations, copies and the solver are left out, so the floor is a lower bound. The rate is
 the best median over a square GEMM and the workloads' own largest products (the regressor's
-first convolution, IMP's attention and 1x1 projections), each timed alone.
+first convolution, IMP's attention and 1x1 projections), each timed alone, IMP's products both
+as torch computes them (MKL) and through oneDNN (``matchrepro.models.onednn_gemm``, what IMP's
+inference on the CPU runs).
 """
 
 from __future__ import annotations
@@ -30,13 +33,15 @@ import imp_speed  # noqa: E402
 import patch2pix_speed  # noqa: E402
 from timing import median_seconds, pipeline_job, released_patch2pix  # noqa: E402
 
+from matchrepro.models import onednn_gemm  # noqa: E402
+
 # (workload, the issue's released-code seconds, the issue's target ratio)
 TARGETS = {"patch2pix 500 coarse matches": (13.98, 0.3), "imp D=256 1024 keypoints": (1.07, 0.6),
            "imp D=256 2048 keypoints": (7.70, 0.5)}
 
 
 def counted_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with onednn_gemm.disabled(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -54,7 +59,15 @@ def rates(repeats: int) -> dict[str, float]:
              "attention scores (8, 1024, 64) @ (8, 64, 1024)": lambda: torch.bmm(q, k),
              "1x1 projection 2048x512 @ 512x256": lambda: h @ p}
     with torch.no_grad():
-        return {name: counted_flops(fn) / median_seconds(fn, repeats) / 1e9 for name, fn in cases.items()}
+        out = {name: counted_flops(fn) / median_seconds(fn, repeats) / 1e9 for name, fn in cases.items()}
+        if onednn_gemm.usable(q, k):
+            w, x1 = p.t().contiguous(), h.t().contiguous()  # IMP's layout: (C_out, C_in) @ (C_in, N)
+            dnn = {"attention scores, oneDNN per head": (counted_flops(lambda: torch.bmm(q, k)),
+                                                         lambda: [onednn_gemm.gemm(qi, ki) for qi, ki in zip(q, k)]),
+                   "1x1 projection, oneDNN 256x512 @ 512x2048": (counted_flops(lambda: w @ x1),
+                                                                lambda: onednn_gemm.gemm(w, x1))}
+            out |= {name: flops / median_seconds(fn, repeats) / 1e9 for name, (flops, fn) in dnn.items()}
+        return out
 
 
 def attention_ms(repeats: int) -> dict[int, tuple[float, float, float]]:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from matchrepro.models import onednn_gemm
+
 NUM_ITERATIONS = 15
 NUM_HEADS = 4
 KENC_WIDTHS = (32, 64, 128, 256)
@@ -58,8 +60,8 @@ def normalize_keypoints(kpts: torch.Tensor, size_wh: torch.Tensor, shift: float 
 
 class PointwiseConv(nn.Conv1d):
     """``nn.Conv1d(c_in, c_out, kernel_size=1)`` (same parameters and state-dict keys) computed as
-    one matrix product ``W @ x + b`` on ``(B, C, N)``: MKL's GEMM instead of oneDNN's 1-D
-    convolution, the same products summed in another order (float32 rounding apart)."""
+    one matrix product ``W @ x + b`` on ``(B, C, N)`` (:func:`_pointwise`) instead of oneDNN's
+    1-D convolution, the same products summed in another order (float32 rounding apart)."""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(c_in, c_out, kernel_size=1, bias=True)
@@ -69,10 +71,19 @@ class PointwiseConv(nn.Conv1d):
 
 
 def _pointwise(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``w @ x + b`` for ``w (C_out, C_in)``, ``x (B, C_in, N)``: one fused GEMM (addmm for B = 1)."""
+    """``w @ x + b`` for ``w (C_out, C_in)``, ``x (B, C_in, N)``: oneDNN's GEMM per batch element
+    where it applies (inference on the CPU, :mod:`onednn_gemm`), else one fused torch GEMM
+    (addmm for B = 1)."""
+    if onednn_gemm.usable(w, b, x):
+        return _stack([onednn_gemm.gemm(w, xb).add_(b[:, None]) for xb in x])
     if x.shape[0] == 1:
         return torch.addmm(b[:, None], w, x[0])[None]
     return torch.baddbmm(b[None, :, None], w.expand(x.shape[0], -1, -1), x)
+
+
+def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(ts)``, without its copy for a single tensor (batch size 1)."""
+    return ts[0][None] if len(ts) == 1 else torch.stack(ts)
 
 
 def _head_major(n: int) -> torch.Tensor:
@@ -121,7 +132,7 @@ class MultiHeadedAttention(nn.Module):
         1/sqrt(d) scale is applied to the queries (before the product, not after)."""
         q, k, v = (_linear_rows(p, t, self.order) for p, t in zip(self.proj, (x, source, source)))
         prob = head_major_probs(q, k, key_mask)
-        return _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), self.order), prob
+        return _merge(self.merge, attend(v, prob), self.order), prob
 
 
 def _linear_rows(conv: nn.Conv1d, x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -133,11 +144,34 @@ def _linear_rows(conv: nn.Conv1d, x: torch.Tensor, order: torch.Tensor) -> torch
 def head_major_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax attention ``(B, 4, N, M)`` of head-major ``(B, 4, d, N)`` queries over
     ``(B, 4, d, M)`` keys, scores ``q·k / sqrt(d)``; ``key_mask (B, M)`` False hides a key
-    (score -finfo.max, as released)."""
-    scores = torch.matmul((q * (1.0 / math.sqrt(q.shape[2]))).transpose(2, 3), k)
+    (score -finfo.max, as released). On the CPU at inference each head's scores are one oneDNN
+    GEMM (:mod:`onednn_gemm`), softmaxed into its slice of the output."""
+    qs = q * (1.0 / math.sqrt(q.shape[2]))
+    fill = -torch.finfo(q.dtype).max
+    if onednn_gemm.usable(qs, k):
+        b, h, n, m = q.shape[0], q.shape[1], q.shape[3], k.shape[3]
+        prob = q.new_empty(b, h, n, m)
+        for bi in range(b):
+            hidden = None if key_mask is None else ~key_mask[bi][None, :]
+            for hi in range(h):
+                s = onednn_gemm.gemm(qs[bi, hi].t(), k[bi, hi])
+                if hidden is not None:
+                    s.masked_fill_(hidden, fill)
+                torch._softmax(s, -1, False, out=prob[bi, hi])
+        return prob
+    scores = torch.matmul(qs.transpose(2, 3), k)
     if key_mask is not None:
-        scores = scores.masked_fill(~key_mask[:, None, None, :], -torch.finfo(scores.dtype).max)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], fill)
     return torch.softmax(scores, dim=-1)
+
+
+def attend(v: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    """Per-head messages ``(B, 4, d, N)``: values ``v (B, 4, d, M)`` weighted by ``prob
+    (B, 4, N, M)``, ``v @ prob^T`` (one oneDNN GEMM per head on the CPU at inference)."""
+    if onednn_gemm.usable(v, prob):
+        return _stack([torch.stack([onednn_gemm.gemm(vh, ph.t()) for vh, ph in zip(vb, pb)])
+                       for vb, pb in zip(v, prob)])
+    return torch.matmul(v, prob.transpose(2, 3))
 
 
 def _merge(merge: nn.Conv1d, msg: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -177,7 +211,7 @@ class SharedAttentionalPropagation(nn.Module):
 
     def forward(self, x, source, prob=None, key_mask=None):
         v = _linear_rows(self.proj, source, self.order)
-        msg = _merge(self.merge, torch.matmul(v, prob.transpose(2, 3)), self.order)
+        msg = _merge(self.merge, attend(v, prob), self.order)
         return self.mlp(torch.cat([x, msg], dim=1)), prob
 
 
