@@ -15,6 +15,13 @@ of ``--repeats`` after a warm-up, eval mode, no_grad. Accuracy: ``--pose-pairs``
 EIMP-prune, pose by USAC_MAGSAC (1 px) from the matches, AUC@5/10/20 of the pose error.
 The released code's figures (issue #16, this machine kind, 2 threads, D = 256, no keypoint
 pruned for EIMP) are printed beside ours with the ratio; peak RSS is this process's.
+
+Those figures are fixed seconds from one CPU, and this machine kind comes with several, so the
+script also times IMP in the released formulation in this process (``released_formulation``:
+the same weights through ``nn.Conv1d`` projections, interleaved heads split by ``view(B, d, 4,
+N)`` and the two ``einsum`` attention products, as the released ``MultiHeadedAttention``
+computes them) and prints ours / that: a ratio on this CPU. It checks that the two give the
+same matches.
 """
 
 from __future__ import annotations
@@ -24,15 +31,64 @@ import resource
 import statistics
 import time
 
+import contextlib
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from matchrepro.models import imp as imp_module
 from matchrepro.models.imp import IMP, normalize_keypoints
 from matchrepro.training.imp_task import identity_init
 from timing import pipeline_job
 
 RELEASED_S = {("imp", 1024): 1.07, ("imp", 2048): 7.70, ("eimp", 1024): 1.29, ("eimp", 2048): 8.24}
 RELEASED_PEAK_GIB = {1024: 1.46, 2048: 2.76}
+
+
+def _released_attention(q, k, v, key_mask):
+    """The released ``attention`` on interleaved heads ``(B, d, 4, N)``: scores by einsum, softmax,
+    messages by einsum; returns ``(B, d, 4, N)`` messages and ``(B, 4, N, M)`` probabilities."""
+    scores = torch.einsum("bdhn,bdhm->bhnm", q, k) / math.sqrt(q.shape[1])
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], -torch.finfo(scores.dtype).max)
+    prob = torch.softmax(scores, dim=-1)
+    return torch.einsum("bhnm,bdhm->bdhn", prob, v), prob
+
+
+def _heads(conv, x):
+    b = x.shape[0]
+    return F.conv1d(x, conv.weight, conv.bias).view(b, -1, imp_module.NUM_HEADS, x.shape[-1])
+
+
+def _released_mha(self, x, source, key_mask=None):
+    q, k, v = (_heads(p, t) for p, t in zip(self.proj, (x, source, source)))
+    msg, prob = _released_attention(q, k, v, key_mask)
+    return F.conv1d(msg.reshape(x.shape[0], self.dim, -1), self.merge.weight, self.merge.bias), prob
+
+
+def _released_shared(self, x, source, prob=None, key_mask=None):
+    v = _heads(self.proj, source)
+    msg = torch.einsum("bhnm,bdhm->bdhn", prob, v).reshape(x.shape[0], self.dim, -1)
+    return self.mlp(torch.cat([x, F.conv1d(msg, self.merge.weight, self.merge.bias)], dim=1)), prob
+
+
+@contextlib.contextmanager
+def released_formulation():
+    """Within this block every IMP computes as the released code does: ``nn.Conv1d`` for the
+    1x1 convolutions, interleaved heads, einsum attention (same weights, same results to float
+    rounding). Used to time the release's formulation on this CPU."""
+    saved = (imp_module.PointwiseConv.forward, imp_module.MultiHeadedAttention.forward,
+             imp_module.SharedAttentionalPropagation.forward)
+    imp_module.PointwiseConv.forward = torch.nn.Conv1d.forward
+    imp_module.MultiHeadedAttention.forward = _released_mha
+    imp_module.SharedAttentionalPropagation.forward = _released_shared
+    try:
+        yield
+    finally:
+        (imp_module.PointwiseConv.forward, imp_module.MultiHeadedAttention.forward,
+         imp_module.SharedAttentionalPropagation.forward) = saved
 
 
 def synthetic_pair(n: int, dim: int, inlier_ratio: float, seed: int = 0) -> dict:
@@ -147,6 +203,15 @@ def main() -> None:
     for n in a.keypoints:
         data = {k: v.to(dev) for k, v in synthetic_pair(n, dim, a.inlier_ratio).items()}
         res = {name: timed(m, data, a.repeats, dev) for name, m in models.items()}
+        # ru_maxrss only grows: after the first (smallest) size it is that size's own peak, over the
+        # three models (the released formulation and the pose pairs below run after this reading)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        with released_formulation():
+            rel_here = timed(models["imp"], data, a.repeats, dev)[0]
+            with torch.no_grad():
+                rel_matches = models["imp"].match(data)["matches0"]
+        with torch.no_grad():
+            same = torch.equal(rel_matches, models["imp"].match(data)["matches0"])
         seen = [a0 + a1 for a0, a1 in res["prune"][1]]
         rel_imp, rel_eimp = RELEASED_S[("imp", n)] if dim == 256 and ("imp", n) in RELEASED_S else None, \
             RELEASED_S.get(("eimp", n)) if dim == 256 else None
@@ -157,9 +222,8 @@ def main() -> None:
         if rel_eimp:
             line += f" (released EIMP {rel_eimp:.2f} s, ratio {res['mask'][0] / rel_eimp:.2f})"
         line += f" | EIMP-prune {res['prune'][0]:.3f} s = {res['prune'][0] / res['imp'][0]:.2f}x IMP"
-        # ru_maxrss only grows: after the first (smallest) size it is that size's own peak, over the
-        # three models (the pose pairs below run after this reading)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        line += (f" | IMP in the released formulation here {rel_here:.3f} s, ours / that "
+                 f"{res['imp'][0] / rel_here:.2f} ({'same' if same else 'DIFFERENT'} matches)")
         line += f" | peak resident memory so far {peak:.2f} GiB"
         if dim == 256 and n in RELEASED_PEAK_GIB:
             line += f" (released IMP {RELEASED_PEAK_GIB[n]} GiB)"

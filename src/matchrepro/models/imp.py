@@ -135,9 +135,25 @@ class MultiHeadedAttention(nn.Module):
         return _merge(self.merge, attend(v, prob), self.order), prob
 
 
+def _head_major_weight(conv: nn.Conv1d, order: torch.Tensor, rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``conv``'s ``(C_out, C_in)`` weight with its rows (``rows``: and bias) or its columns taken in
+    ``order``, and the bias. Where no gradient is tracked the gathered copy is kept on the module
+    and reused while the parameters are unchanged (same storage, same in-place version); with
+    gradients it is gathered afresh, inside the graph."""
+    w, b = conv.weight, conv.bias
+    if torch.is_grad_enabled() and (w.requires_grad or b.requires_grad):
+        return (w[order, :, 0], b[order]) if rows else (w[:, order, 0], b)
+    key = (rows, w.data_ptr(), w._version, b.data_ptr(), b._version, order.data_ptr())
+    cached = conv.__dict__.get("_head_major_cache")
+    if cached is None or cached[0] != key:
+        value = (w[order, :, 0], b[order]) if rows else (w[:, order, 0].contiguous(), b)
+        cached = conv.__dict__["_head_major_cache"] = (key, value)
+    return cached[1]
+
+
 def _linear_rows(conv: nn.Conv1d, x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` with its output channels in ``order``, as ``(B, 4, d, N)`` head blocks."""
-    y = _pointwise(conv.weight[order, :, 0], conv.bias[order], x)
+    y = _pointwise(*_head_major_weight(conv, order, rows=True), x)
     return y.view(x.shape[0], NUM_HEADS, -1, x.shape[-1])
 
 
@@ -177,7 +193,7 @@ def attend(v: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
 def _merge(merge: nn.Conv1d, msg: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """``merge`` of head-major per-head messages ``(B, 4, d, N)``, its input columns taken in the
     same head-major order."""
-    return _pointwise(merge.weight[:, order, 0], merge.bias, msg.reshape(msg.shape[0], -1, msg.shape[-1]))
+    return _pointwise(*_head_major_weight(merge, order, rows=False), msg.reshape(msg.shape[0], -1, msg.shape[-1]))
 
 
 class AttentionalPropagation(nn.Module):
