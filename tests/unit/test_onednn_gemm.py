@@ -37,6 +37,13 @@ def test_gemm_is_the_matrix_product_for_every_view_layout(layout):
     assert _rel_err(out, ref) < 1e-6
 
 
+@pytest.mark.parametrize("m,k,n", [(4, 0, 5), (0, 3, 5), (4, 3, 0), (1, 3, 1)])
+def test_gemm_of_empty_and_single_dimensions(m, k, n):
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = onednn_gemm.gemm(a, b)
+    assert out.shape == (m, n) and torch.allclose(out, a @ b)
+
+
 def test_usable_only_without_gradient_on_cpu_float32():
     w = torch.randn(4, 4, requires_grad=True)
     assert not onednn_gemm.usable(w)  # training: torch's products, which have a backward

@@ -67,4 +67,6 @@ def _unit_stride(t: torch.Tensor) -> torch.Tensor:
 def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for 2-D ``a (M, K)`` and ``b (K, N)`` (any row- or column-major views) as a new
     contiguous ``(M, N)`` tensor computed by oneDNN. Call only where :func:`usable` holds."""
+    if a.shape[1] == 0:  # an empty sum, which oneDNN refuses
+        return a.new_zeros(a.shape[0], b.shape[1])
     return _LINEAR(_unit_stride(a), _unit_stride(b.t()), None, "none", [], "")
