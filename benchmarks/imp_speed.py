@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from matchrepro.models import imp as imp_module
+from matchrepro.models import onednn_gemm
 from matchrepro.models.imp import IMP, normalize_keypoints
 from matchrepro.training.imp_task import identity_init
 from timing import pipeline_job
@@ -85,7 +86,8 @@ def released_formulation():
     imp_module.MultiHeadedAttention.forward = _released_mha
     imp_module.SharedAttentionalPropagation.forward = _released_shared
     try:
-        yield
+        with onednn_gemm.disabled():  # whatever is not replaced above runs on torch's products
+            yield
     finally:
         (imp_module.PointwiseConv.forward, imp_module.MultiHeadedAttention.forward,
          imp_module.SharedAttentionalPropagation.forward) = saved
