@@ -9,8 +9,9 @@ FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on the same in
 ``patch2pix_speed.py`` (the released architecture, 640x480, 500 coarse matches through both
 regressors) and ``imp_speed.py`` (D = 256, 1024 and 2048 keypoints, the identity start, no
 pruning), with torch's own products (``onednn_gemm.disabled()``: the counter does not know the
-oneDNN operator that IMP's inference uses). It counts only matrix products and convolutions (2 FLOPs per multiply-add); softmax,
-normalisations, copies and the solver are left out, so the floor is a lower bound. The rate is
+oneDNN operator that IMP's inference uses). It counts only matrix products and convolutions (2
+FLOPs per multiply-add); softmax, normalisations, copies and the solver are left out, so the
+floor is a lower bound. The rate is
 the best median over a square GEMM and the workloads' own largest products (the regressor's
 first convolution, IMP's attention and 1x1 projections), each timed alone, IMP's products both
 as torch computes them (MKL) and through oneDNN (``matchrepro.models.onednn_gemm``, what IMP's

@@ -27,12 +27,11 @@ same matches.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import resource
 import statistics
 import time
-
-import contextlib
-import math
 
 import numpy as np
 import torch
