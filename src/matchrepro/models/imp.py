@@ -141,13 +141,16 @@ def _head_major_weight(conv: nn.Conv1d, order: torch.Tensor, rows: bool) -> tupl
     and reused while the parameters are unchanged (same storage, same in-place version); with
     gradients it is gathered afresh, inside the graph."""
     w, b = conv.weight, conv.bias
-    if torch.is_grad_enabled() and (w.requires_grad or b.requires_grad):
+
+    def gather():
         return (w[order, :, 0], b[order]) if rows else (w[:, order, 0], b)
+
+    if torch.is_grad_enabled() and (w.requires_grad or b.requires_grad):
+        return gather()
     key = (rows, w.data_ptr(), w._version, b.data_ptr(), b._version, order.data_ptr())
     cached = conv.__dict__.get("_head_major_cache")
     if cached is None or cached[0] != key:
-        value = (w[order, :, 0], b[order]) if rows else (w[:, order, 0].contiguous(), b)
-        cached = conv.__dict__["_head_major_cache"] = (key, value)
+        cached = conv.__dict__["_head_major_cache"] = (key, gather())
     return cached[1]
 
 
