@@ -235,7 +235,7 @@ def cmd_train(a) -> None:
         cmd += ["--feature-weights", a.feature_weights] if a.feature_weights else []
         cmd += ["--threads", str(max(1, a.threads // procs))] if a.threads else []
         raise SystemExit(subprocess.run(cmd).returncode)
-    from matchrepro.training.loop import Interrupted, run_fingerprint, train
+    from matchrepro.training.loop import Interrupted, file_digest, run_fingerprint, train
 
     _set_threads(a.threads)
     out = Path(a.out)
@@ -244,10 +244,13 @@ def cmd_train(a) -> None:
         # the task's settings with its defaults filled in: a changed default also starts over
         settings = {**t["params"], **getattr(task, "p", {})}
         fp = run_fingerprint(t["model"], settings, spec.get("dataset"), a.data, a.init)
-        # a validation split (which weights are kept) and online features are part of the run too
+        # a validation split (which weights are kept) and online features are part of the run too,
+        # and so are the contents of its input files: retrained initial weights or a re-made
+        # pair index under the same path start a new run instead of resuming a stale one
         extras = {k: v for k, v in (("validation", a.val_data), ("features", spec.get("features"))) if v}
-        if extras:
-            fp = run_fingerprint(t["model"], {"fp": fp, **extras}, None, None, None)
+        extras["contents"] = {k: file_digest(v) for k, v in (("data", a.data), ("init", a.init),
+                              ("validation", a.val_data), ("feature_weights", a.feature_weights)) if v}
+        fp = run_fingerprint(t["model"], {"fp": fp, **extras}, None, None, None)
         res = train(task, t["params"], out.parent, fp)
     except Interrupted:
         raise SystemExit(130)

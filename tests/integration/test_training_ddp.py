@@ -149,6 +149,20 @@ def test_longer_run_continues_but_a_changed_setting_starts_over(tmp_path):
     assert (out.parent / "last.stale.pth").is_file()
 
 
+def test_changed_initial_weights_under_the_same_path_start_over(tmp_path):
+    """The fingerprint covers the contents of the run's input files, not only their paths: a
+    retrained --init (e.g. Patch2Pix after its NCNet stage changed) is a new run, not a resume."""
+    out = tmp_path / "r" / "w.pth"
+    init = tmp_path / "init.pth"
+    init.write_bytes(b"weights A")
+    cmd = train_cmd(out, steps=10, batch_size=8, checkpoint_every=5, seed=1, processes=1) + ["--init", str(init)]
+    run_in_process(cmd)
+    assert "resumed from step 10" in run_in_process(cmd).stdout  # same contents: the finished run
+    init.write_bytes(b"weights B")
+    r = run_in_process(cmd)
+    assert "saved by a different configuration: starting over" in r.stdout and "resumed from step" not in r.stdout
+
+
 def test_early_stop_under_ddp_stops_every_rank_at_the_same_step(tmp_path):
     """Rank 0 validates and decides; both ranks stop together (no rank waits in an all-reduce), the
     logs end at the stop, and a rerun of the stopped run trains nothing on either rank."""

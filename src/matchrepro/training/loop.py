@@ -96,6 +96,20 @@ def run_fingerprint(model: str, params: dict, dataset: dict | None, data: str | 
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def file_digest(path: str | Path) -> str | None:
+    """SHA-256 (first 16 hex digits) of a file's bytes, read in 1 MiB blocks; ``None`` for a path
+    that is not a file (e.g. a folder). Used for a run's input files: a pair index (small, it
+    names its per-scene files and the preprocessing settings) and initial or feature weights."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def check_params(name: str, params: dict, task_defaults: dict) -> dict:
     """Task settings (defaults filled in); unknown keys are refused naming the config key."""
     known = set(task_defaults) | set(DEFAULTS) | CLUSTER_KEYS
