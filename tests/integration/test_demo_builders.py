@@ -250,3 +250,24 @@ def test_yfcc_oanet_pairs_agree_with_superglue_file(yfcc_demo):
     assert [(p.name0, p.name1) for p in oanet] == [(p.name0, p.name1) for p in sg]
     for a, b in zip(oanet, sg):
         assert np.allclose(a.K0, b.K0) and np.allclose(a.T_0to1, b.T_0to1)
+
+
+def test_megadepth_revisits_add_nearby_views_and_leave_the_rest_unchanged(tmp_path, megadepth_demo):
+    """``revisits: N`` appends N views taken from near existing cameras (same K, centre within
+    about a metre, high overlap) with their own random stream: the first views, their depth and
+    the SfM points are byte-identical to the scene without revisits."""
+    out = tmp_path / "megadepth"
+    builders.build_megadepth(out, demo_settings(kind="megadepth", seed=3, scenes=1, images_per_scene=5,
+                                                size=[240, 180], points3d=800, revisits=3))
+    base = megadepth.read_scene_info(megadepth_demo / "scene_info" / "9000.npz")
+    more = megadepth.read_scene_info(out / "scene_info" / "9000.npz")
+    assert len(more.image_paths) == 8
+    for k in range(5):
+        assert (megadepth_demo / base.image_paths[k]).read_bytes() == (out / more.image_paths[k]).read_bytes()
+        assert np.array_equal(base.poses[k], more.poses[k]) and np.array_equal(base.intrinsics[k], more.intrinsics[k])
+    centres = [-T[:3, :3].T @ T[:3, 3] for T in more.poses]
+    for r in range(5, 8):
+        near = int(np.argmin([np.linalg.norm(centres[r] - centres[k]) for k in range(5)]))
+        assert np.linalg.norm(centres[r] - centres[near]) < 1.5
+        assert np.array_equal(more.intrinsics[r], more.intrinsics[near])
+        assert max(more.overlap_matrix[r, near], more.overlap_matrix[near, r]) > 0.5

@@ -274,6 +274,11 @@ def build_megadepth(out: str | Path, cfg: dict) -> None:
             planes = scenes.outdoor_scene(rng)
             cams = scenes.outdoor_cameras(rng, cfg["images_per_scene"], [(w, h), (h, w)])
             views = scenes.render_views(planes, cams, rng, ss=cfg["supersample"], jitter=cfg["photometric"])
+            if cfg["revisits"]:  # their own stream: revisits: 0 leaves the scene byte-identical
+                rrng = _rng(cfg, 4500 + sc)
+                again = scenes.revisit_cameras(rrng, cams, cfg["revisits"])
+                views += scenes.render_views(planes, again, rrng, ss=cfg["supersample"],
+                                             jitter=cfg["revisit_photometric"])
             areas = np.array([p.size[0] * p.size[1] for p in planes])
             counts = rng.multinomial(cfg["points3d"], areas / areas.sum())
             points = np.concatenate([p.sample_points(c, rng) for p, c in zip(planes, counts)])

@@ -138,6 +138,20 @@ def outdoor_cameras(rng, n: int, sizes: list[tuple[int, int]]) -> list[tuple[np.
     return cams
 
 
+def revisit_cameras(rng, cams: list, n: int, shift_m: float = 0.3) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """``n`` cameras that revisit a viewpoint of ``cams``: the same K and image size, the centre
+    moved by about ``shift_m`` metres and the gaze by a few degrees (MegaDepth's many photos
+    taken from the same spot at other times of day; HPatches-like small viewpoint changes)."""
+    out = []
+    for _ in range(n):
+        K, T, w, h = cams[int(rng.integers(len(cams)))]
+        R, t = T[:3, :3], T[:3, 3]
+        center = -R.T @ t
+        target = center + 10.0 * R[2] + rng.normal(0, 0.3, 3)
+        out.append((K, look_at(center + rng.normal(0, shift_m, 3), target, roll_deg=rng.uniform(-3, 3)), w, h))
+    return out
+
+
 def indoor_cameras(rng, n: int, width: int, height: int) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
     """``n`` hand-held-like cameras along a smooth path inside the indoor room."""
     cams = []
