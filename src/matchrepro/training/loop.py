@@ -97,17 +97,12 @@ def run_fingerprint(model: str, params: dict, dataset: dict | None, data: str | 
 
 
 def file_digest(path: str | Path) -> str | None:
-    """SHA-256 (first 16 hex digits) of a file's bytes, read in 1 MiB blocks; ``None`` for a path
+    """SHA-256 (first 16 hex digits) of a file's bytes (``download.http.sha256_of``); ``None`` for a path
     that is not a file (e.g. a folder). Used for a run's input files: a pair index (small, it
     names its per-scene files and the preprocessing settings) and initial or feature weights."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    from matchrepro.download.http import sha256_of
+
+    return sha256_of(path)[:16] if Path(path).is_file() else None
 
 
 def check_params(name: str, params: dict, task_defaults: dict) -> dict:
