@@ -168,7 +168,7 @@ def test_demo_produces_tables_with_protocols(demo_run):
         assert csv.is_file() and md.is_file()
         df = pd.read_csv(csv)
         expected = {"sift_mnn", "sift_mnn_ratio"} | {
-            "hpatches": {"ncnet_demo", "patch2pix_demo", "sift_ratio_patch2pix_demo"},
+            "hpatches": {"ncnet_demo", "patch2pix_demo", "patch2pix_demo_c09", "sift_ratio_patch2pix_demo"},
             "yfcc": {"imp_sift_demo", "eimp_sift_demo"}}.get(bench, set())
         assert set(df.method) == expected
         assert (df.source == "demo").all()
@@ -176,7 +176,7 @@ def test_demo_produces_tables_with_protocols(demo_run):
             assert df[col].notna().all(), (bench, col)
         # the keypoint budget of detector-based rows (a refiner's is its base's); detector-free
         # rows have none (shown as –)
-        free = df.method.isin(["ncnet_demo", "patch2pix_demo"])
+        free = df.method.isin(["ncnet_demo", "patch2pix_demo", "patch2pix_demo_c09"])
         assert (df[~free].max_keypoints == 2048).all() and df[free].max_keypoints.isna().all(), bench
         assert "sift_mnn" in md.read_text()
     yfcc = pd.read_csv(work / "results" / "tables" / "yfcc.csv")
@@ -234,8 +234,11 @@ def test_demo_trains_and_evaluates_ncnet_and_patch2pix(demo_run):
         assert mma.loc[method, "mma@3px"] > 0.3 and mma.loc[method, "mma@10px"] > 0.6, mma.loc[method]
         assert mma.loc[method, "mean_matches"] > 50
     assert (hp[hp.method == "patch2pix_demo"].resize == hp[hp.method == "ncnet_demo"].resize.iloc[0]).all()
+    # the regressors refine: on the viewpoint sequences Patch2Pix (c = 0.9) has more matches within
+    # 3 px than its coarse stage (0.574 against 0.358 measured, docs/demo.md)
+    assert mma.loc["patch2pix_demo_c09", "viewpoint_mma@3px"] > mma.loc["ncnet_demo", "viewpoint_mma@3px"], mma
     # the loss's mean over the last 10 steps against the first 10: NCNet's correspondence loss
-    # falls to about a fifth in 100 steps, the regressors' BCE + Sampson by about a quarter in 50
+    # falls to about a fifth in 100 steps, the regressors' BCE + reprojection loss to 0.61 in 150
     for model, falls_to in (("ncnet_demo", 0.4), ("patch2pix_demo", 0.8)):
         log = pd.read_csv(work / "results" / "training" / model / "loss.csv")
         assert log.step.tolist() == list(range(1, trained_steps(work, model) + 1))
@@ -266,7 +269,7 @@ def test_demo_validates_and_keeps_the_best_checkpoint(demo_run):
     import torch
 
     work, _ = demo_run
-    runs = {"ncnet_demo": ("pose_rate", max, 50), "patch2pix_demo": ("pose_rate", max, 50),
+    runs = {"ncnet_demo": ("pose_rate", max, 100), "patch2pix_demo": ("pose_rate", max, 150),
             "imp_sift_demo": ("auc@10", max, 50), "eimp_sift_demo": ("auc@10", max, 20)}
     for run, (metric, pick, every) in runs.items():
         val = pd.read_csv(work / "results" / "training" / run / "validation.csv")
