@@ -94,6 +94,23 @@ def test_paired_auc_difference_is_the_difference_with_a_paired_interval(tmp_path
     assert "AUC@10deg:" in text and "not above in 0.0 %" in text
 
 
+def test_paired_difference_of_error_arrays_is_the_csv_comparison(tmp_path):
+    """The array form (benchmarks/imp_speed.py scores EIMP against IMP with it) gives the CSV
+    form's numbers on the same pairs, and refuses arrays of different lengths."""
+    from matchrepro.reporting.compare import paired_auc_difference, paired_auc_difference_of_errors
+
+    rng = np.random.default_rng(5)
+    base = np.concatenate([rng.uniform(0.5, 30.0, 30), [np.inf]])
+    other = base * rng.uniform(0.6, 1.3, len(base))
+    d = paired_auc_difference_of_errors(base, other, thresholds=[10], resamples=200, seed=1)
+    assert d.num_pairs.iloc[0] == 31 and d.ci_low.iloc[0] < d.difference.iloc[0] < d.ci_high.iloc[0]
+    csv = paired_auc_difference(_pairs_csv(tmp_path / "a.csv", base), _pairs_csv(tmp_path / "b.csv", other),
+                                thresholds=[10], resamples=200, seed=1)
+    assert csv.equals(d)
+    with pytest.raises(ValueError, match="one length"):
+        paired_auc_difference_of_errors(base, other[:-1])
+
+
 def test_paired_comparison_refuses_different_pairs(tmp_path):
     from tests.cli_in_process import run_cli
 

@@ -45,12 +45,22 @@ def paired_auc_difference(base: str | Path, other: str | Path, thresholds=(5, 10
                            "compare methods on one dataset and protocol")
     j = a[KEY + ["pose_error_deg"]].merge(b[KEY + ["pose_error_deg"]], on=KEY, suffixes=("_base", "_other"))
     ea, eb = (j[f"pose_error_deg_{s}"].to_numpy(np.float64) for s in ("base", "other"))
+    return paired_auc_difference_of_errors(ea, eb, thresholds, resamples, seed)
+
+
+def paired_auc_difference_of_errors(ea: np.ndarray, eb: np.ndarray, thresholds=(5, 10, 20),
+                                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """:func:`paired_auc_difference` on two arrays of pose errors (degrees; +inf or NaN for a
+    failure), element i of both being the same pair."""
+    ea, eb = np.asarray(ea, np.float64), np.asarray(eb, np.float64)
+    if ea.shape != eb.shape or ea.ndim != 1:
+        raise ValueError(f"paired errors need two 1-D arrays of one length, got {ea.shape} and {eb.shape}")
     ths = [float(t) for t in thresholds]
     auc_a, auc_b = (100.0 * np.array(metrics.pose_auc(e, ths)) for e in (ea, eb))
     rng = np.random.default_rng(seed)
     draws = np.empty((resamples, len(ths)))
     for r in range(resamples):
-        i = rng.integers(0, len(j), len(j))
+        i = rng.integers(0, len(ea), len(ea))
         draws[r] = 100.0 * (np.array(metrics.pose_auc(eb[i], ths)) - np.array(metrics.pose_auc(ea[i], ths)))
     lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
     return pd.DataFrame({
@@ -58,7 +68,7 @@ def paired_auc_difference(base: str | Path, other: str | Path, thresholds=(5, 10
         "auc_base": auc_a, "auc_other": auc_b, "difference": auc_b - auc_a,
         "ci_low": lo, "ci_high": hi,
         "not_above_fraction": (draws <= 0).mean(axis=0),
-        "num_pairs": len(j),
+        "num_pairs": len(ea),
     })
 
 
