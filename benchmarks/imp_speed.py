@@ -3,14 +3,16 @@ code's figures, EIMP's speed-up over IMP at equal pose accuracy, and the keypoin
 
     python benchmarks/imp_speed.py [--weights results/training/imp_sift_demo/model_best.pth]
                                    [--dim 256] [--repeats 5] [--pose-pairs 40] [--threads 2]
-                                   [--pool-confidence 0.1]
+                                   [--pool-confidence 0.1] [--inlier-ratio 0.3] [--breakdown]
 
 Without ``--weights`` the model is the identity start (``init_mode: identity``, a soft mutual
 nearest neighbour) so that EIMP's pooling has confident and unconfident keypoints to tell apart;
 random weights make every keypoint "confident" and nothing would be pruned.
 
-Timing: a synthetic pair with ``--inlier-ratio`` of its keypoints having a noisy partner, median
-of ``--repeats`` after a warm-up, eval mode, no_grad. Accuracy: ``--pose-pairs`` two-view scenes
+Timing: a synthetic pair with ``--inlier-ratio`` of its keypoints having a noisy partner, eval
+mode, no_grad, ``--repeats`` rounds after a warm-up; each round times IMP, EIMP-mask, EIMP-prune
+and the released formulation (below) once each, in turn, and the script prints each one's
+median and, for the ratios, the median of the round-by-round ratios. Accuracy: ``--pose-pairs`` two-view scenes
 (3-D points seen by two cameras, the same inlier ratio, the rest random) matched by IMP and by
 EIMP-prune, pose by USAC_MAGSAC (1 px) from the matches, AUC@5/10/20 of the pose error, and the
 95 % interval of EIMP's AUC@10 minus IMP's from a paired bootstrap over the pairs (fixed seed).
@@ -23,6 +25,13 @@ the same weights through ``nn.Conv1d`` projections, interleaved heads split by `
 N)`` and the two ``einsum`` attention products, as the released ``MultiHeadedAttention``
 computes them) and prints ours / that: a ratio on this CPU. It checks that the two give the
 same matches.
+
+``--breakdown`` also prints where the time of IMP and EIMP-prune goes: per iteration, the
+self + cross layers, the matching head (EIMP needs one after every pooling iteration, IMP only
+at the last) and the pooling, each the fastest of ``--repeats`` calls of ``match`` with timers
+around the model's own ``iterate`` / ``head`` / ``pool`` (the same loop as the timed runs). The
+sum of EIMP-prune's layers over IMP's whole time is the ratio its pruning schedule allows if
+heads and pooling cost nothing.
 """
 
 from __future__ import annotations
@@ -155,19 +164,100 @@ def pose_errors_deg(model: IMP, pairs) -> np.ndarray:
     return np.asarray(errs, np.float64)
 
 
-def timed(model: IMP, data: dict, repeats: int, device: torch.device) -> tuple[float, list]:
+def timed_rounds(runs: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each ``runs[name]()`` call in ``repeats`` rounds, after one warm-up call each.
+    Each round calls every run once, in turn, so that a change in the machine's speed (this
+    machine kind's moves by a fifth within minutes) falls on all of them alike, and the ratio of
+    two runs is taken round by round."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     with torch.no_grad():
-        model.match(data)  # warm-up
-        times = []
+        for fn in runs.values():
+            fn()  # warm-up
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            for name, fn in runs.items():
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def in_released_formulation(model: IMP, data: dict):
+    with released_formulation():
+        return model.match(data)
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over the rounds of ``num[i] / den[i]``."""
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def phase_breakdown(model: IMP, data: dict, repeats: int) -> dict[int, dict[str, float]]:
+    """Seconds per iteration of ``model.match(data)`` and phase (``layers``, ``head``, ``pool``),
+    the fastest of ``repeats`` calls after a warm-up; key -1 holds what runs outside the
+    iterations (``start``: descriptors plus keypoint encoding; ``extract``: the mutual matches).
+    Pooling counts to the iteration after which it runs. The timers wrap the model's methods for
+    the duration of the call only."""
+    calls: list[tuple[str, float]] = []
+    originals = {name: getattr(model, name) for name in ("start", "iterate", "head", "pool", "extract")}
+
+    def timer(name, fn):
+        def call(*args):
             t0 = time.perf_counter()
-            r = model.match(data)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), r["retained"]
+            out = fn(*args)
+            calls.append((name, time.perf_counter() - t0))
+            return out
+        return call
+
+    best: dict[int, dict[str, float]] = {}
+    try:
+        for name, fn in originals.items():
+            setattr(model, name, timer(name, fn))
+        with torch.no_grad():
+            model.match(data)  # warm-up
+            for _ in range(repeats):
+                calls.clear()
+                model.match(data)
+                per: dict[int, dict[str, float]] = {-1: {"start": 0.0, "extract": 0.0}}
+                ni = -1
+                for name, sec in calls:
+                    ni += name == "iterate"
+                    if name in per[-1]:
+                        per[-1][name] += sec
+                        continue
+                    key = "layers" if name == "iterate" else name
+                    per.setdefault(ni, {"layers": 0.0, "head": 0.0, "pool": 0.0})[key] += sec
+                for i, phases in per.items():
+                    b = best.setdefault(i, dict(phases))
+                    for k, v in phases.items():
+                        b[k] = min(b[k], v)
+    finally:
+        for name in originals:
+            delattr(model, name)  # back to the class's methods
+    return best
+
+
+def print_breakdown(imp: dict, eimp: dict, retained: list) -> None:
+    def tot(b, k):
+        return sum(p.get(k, 0.0) for i, p in b.items() if i >= 0)
+
+    def whole(b):
+        return sum(tot(b, k) for k in ("layers", "head", "pool")) + sum(b[-1].values())
+
+    ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
+    print(f"    breakdown, ms (fastest of the repeats): IMP encoding + matches {ms(sum(imp[-1].values()))}, "
+          f"layers {ms(tot(imp, 'layers'))}, head {ms(tot(imp, 'head'))}: {ms(whole(imp))}; EIMP-prune encoding + "
+          f"matches {ms(sum(eimp[-1].values()))}, layers {ms(tot(eimp, 'layers'))}, heads {ms(tot(eimp, 'head'))}, "
+          f"pooling {ms(tot(eimp, 'pool'))}: {ms(whole(eimp))} = {whole(eimp) / whole(imp):.2f}x; EIMP-prune's "
+          f"layers alone = {tot(eimp, 'layers') / whole(imp):.2f}x IMP's whole")
+    print("    EIMP-prune per iteration (keypoints in: layers / head / pooling ms): " + ", ".join(
+        f"{i + 1} ({retained[i][0] + retained[i][1]}: {p['layers'] * 1e3:.0f}/{p['head'] * 1e3:.0f}/{p['pool'] * 1e3:.0f})"
+        for i, p in sorted(eimp.items()) if i >= 0))
 
 
 def main() -> None:
@@ -182,6 +272,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pool-confidence", type=float, default=0.1,
                     help="EIMP's θ_m: a keypoint with at least this matchable mass is kept (released 0.1)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="print per-iteration times of IMP and EIMP-prune (layers, head, pooling)")
     a = ap.parse_args()
     print(pipeline_job(a.threads))
     dev = torch.device(a.device)
@@ -206,33 +298,37 @@ def main() -> None:
         models[name] = m
     for n in a.keypoints:
         data = {k: v.to(dev) for k, v in synthetic_pair(n, dim, a.inlier_ratio).items()}
-        res = {name: timed(m, data, a.repeats, dev) for name, m in models.items()}
-        # ru_maxrss only grows: after the first (smallest) size it is that size's own peak, over the
-        # three models (the released formulation and the pose pairs below run after this reading)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        with released_formulation():
-            rel_here = timed(models["imp"], data, a.repeats, dev)[0]
-            with torch.no_grad():
-                rel_matches = models["imp"].match(data)["matches0"]
+        runs = {name: (lambda m=m: m.match(data)) for name, m in models.items()}
+        runs["released"] = lambda: in_released_formulation(models["imp"], data)
+        times = timed_rounds(runs, a.repeats, dev)
+        med = {name: statistics.median(t) for name, t in times.items()}
         with torch.no_grad():
-            same = torch.equal(rel_matches, models["imp"].match(data)["matches0"])
-        seen = [a0 + a1 for a0, a1 in res["prune"][1]]
+            retained = models["prune"].match(data)["retained"]
+            same = torch.equal(in_released_formulation(models["imp"], data)["matches0"],
+                               models["imp"].match(data)["matches0"])
+        # ru_maxrss only grows: after the first (smallest) size it is that size's own peak, over the
+        # four runs (the pose pairs below run after this reading)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        seen = [a0 + a1 for a0, a1 in retained]
         rel_imp, rel_eimp = RELEASED_S[("imp", n)] if dim == 256 and ("imp", n) in RELEASED_S else None, \
             RELEASED_S.get(("eimp", n)) if dim == 256 else None
-        line = f"{n} keypoints: IMP {res['imp'][0]:.3f} s"
+        line = f"{n} keypoints: IMP {med['imp']:.3f} s"
         if rel_imp:
-            line += f" (released {rel_imp:.2f} s, ratio {res['imp'][0] / rel_imp:.2f})"
-        line += f" | EIMP-mask {res['mask'][0]:.3f} s"
+            line += f" (released {rel_imp:.2f} s, ratio {med['imp'] / rel_imp:.2f})"
+        line += f" | EIMP-mask {med['mask']:.3f} s"
         if rel_eimp:
-            line += f" (released EIMP {rel_eimp:.2f} s, ratio {res['mask'][0] / rel_eimp:.2f})"
-        line += f" | EIMP-prune {res['prune'][0]:.3f} s = {res['prune'][0] / res['imp'][0]:.2f}x IMP"
-        line += (f" | IMP in the released formulation here {rel_here:.3f} s, ours / that "
-                 f"{res['imp'][0] / rel_here:.2f} ({'same' if same else 'DIFFERENT'} matches)")
+            line += f" (released EIMP {rel_eimp:.2f} s, ratio {med['mask'] / rel_eimp:.2f})"
+        line += f" | EIMP-prune {med['prune']:.3f} s = {median_ratio(times['prune'], times['imp']):.2f}x IMP"
+        line += (f" | IMP in the released formulation here {med['released']:.3f} s, ours / that "
+                 f"{median_ratio(times['imp'], times['released']):.2f} ({'same' if same else 'DIFFERENT'} matches)")
         line += f" | peak resident memory so far {peak:.2f} GiB"
         if dim == 256 and n in RELEASED_PEAK_GIB:
             line += f" (released IMP {RELEASED_PEAK_GIB[n]} GiB)"
         print(line)
         print(f"    EIMP-prune keypoints (both images) entering iterations 1..15: {' '.join(map(str, seen))}")
+        if a.breakdown:
+            print_breakdown(phase_breakdown(models["imp"], data, a.repeats),
+                            phase_breakdown(models["prune"], data, a.repeats), retained)
         if a.pose_pairs:
             pairs = [two_view_pair(n, dim, a.inlier_ratio, seed) for seed in range(a.pose_pairs)]
             d = paired_auc_difference_of_errors(pose_errors_deg(models["imp"], pairs),
