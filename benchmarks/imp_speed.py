@@ -4,6 +4,7 @@ code's figures, EIMP's speed-up over IMP at equal pose accuracy, and the keypoin
     python benchmarks/imp_speed.py [--weights results/training/imp_sift_demo/model_best.pth]
                                    [--dim 256] [--repeats 5] [--pose-pairs 40] [--threads 2]
                                    [--pool-confidence 0.1] [--inlier-ratio 0.3] [--breakdown]
+                                   [--iterative]
 
 Without ``--weights`` the model is the identity start (``init_mode: identity``, a soft mutual
 nearest neighbour) so that EIMP's pooling has confident and unconfident keypoints to tell apart;
@@ -28,19 +29,29 @@ same matches.
 
 ``--breakdown`` also prints where the time of IMP and EIMP-prune goes: per iteration, the
 self + cross layers, the matching head (EIMP needs one after every pooling iteration, IMP only
-at the last) and the pooling, each the fastest of ``--repeats`` calls of ``match`` with timers
-around the model's own ``iterate`` / ``head`` / ``pool`` (the same loop as the timed runs). The
+at the last) and the pooling, each the fastest of ``--repeats`` rounds of ``match`` calls (both
+models in turn) with timers around the model's own ``iterate`` / ``head`` / ``pool`` (the same
+loop as the timed runs). The
 sum of EIMP-prune's layers over IMP's whole time is the ratio its pruning schedule allows if
 heads and pooling cost nothing.
+
+``--iterative`` also runs the pose pairs through the matcher's released iterative procedure
+(``IMPMatcher`` with ``iterative: true``, imp.md §1.5: MAGSAC after iterations 4, 6, ..., 14 and
+15, early stop when the pose moves ≤ 1.5°; EIMP with ``pooling: prune`` and the uncertainty
+θ_m), the path the release's efficient EIMP runs, and prints per pair the time of EIMP over
+IMP's (median), the iterations at which they stopped and the AUC difference. The pose of a
+stopped pair is the matcher's own (as IMP's protocols use it), else MAGSAC's from the matches.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import math
 import resource
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -164,6 +175,49 @@ def pose_errors_deg(model: IMP, pairs) -> np.ndarray:
     return np.asarray(errs, np.float64)
 
 
+def iterative_comparison(weights: str, pairs, device: torch.device) -> str:
+    """IMP and EIMP-prune in the matcher's released iterative procedure on the two-view pairs,
+    each pair matched by both in turn after one warm-up pair: a line of text with EIMP's time
+    over IMP's (median of the per-pair ratios), the stop iterations and the AUC difference."""
+    from matchrepro.evaluation.pose_superglue import PoseEstimate, estimate_relative_pose_magsac, pose_errors
+    from matchrepro.matchers.imp import IMPMatcher
+
+    matchers = {"imp": IMPMatcher({"matcher": {"variant": "imp", "iterative": True}}, weights, str(device)),
+                "prune": IMPMatcher({"matcher": {"variant": "eimp", "iterative": True, "pooling": "prune"}},
+                                    weights, str(device))}
+    times = {k: [] for k in matchers}
+    errs = {k: [] for k in matchers}
+    stops = {k: [] for k in matchers}
+    for i, (data, kp0, kp1, K, T) in enumerate(pairs):
+        feats = [{"keypoints": kp, "scores": data[f"scores{j}"][0].cpu().numpy(),
+                  "descriptors": data[f"descriptors{j}"][0].cpu().numpy(), "image_size": (640, 480)}
+                 for j, kp in enumerate((kp0, kp1))]
+        if i == 0:
+            for m in matchers.values():
+                m(*feats, K, K)  # warm-up
+        for name, m in matchers.items():
+            t0 = time.perf_counter()
+            r = m(*feats, K, K)
+            times[name].append(time.perf_counter() - t0)
+            stops[name].append(r["stopped_at"])
+            mm = r["matches"]
+            if r["pose"] is not None:  # the stopped pose, as IMP's protocols read it
+                est = PoseEstimate(np.asarray(r["pose"][0], np.float64), np.asarray(r["pose"][1], np.float64),
+                                   np.ones(len(mm), bool))
+            else:
+                est = estimate_relative_pose_magsac(kp0[mm[:, 0]], kp1[mm[:, 1]], K, K, 1.0)
+            errs[name].append(pose_errors(est, T)[2])
+    d = paired_auc_difference_of_errors(np.asarray(errs["imp"], np.float64), np.asarray(errs["prune"], np.float64))
+    r10 = d[d.threshold_deg == 10].iloc[0]
+    hist = lambda v: ", ".join(f"{it}: {c}" for it, c in sorted(collections.Counter(v).items()))  # noqa: E731
+    return (f"    released iterative procedure on the {len(pairs)} pairs: IMP {statistics.median(times['imp']):.3f} s, "
+            f"EIMP-prune {statistics.median(times['prune']):.3f} s a pair (median), EIMP / IMP "
+            f"{median_ratio(times['prune'], times['imp']):.2f} (median of the pairs); stopped at iteration "
+            f"(iteration: pairs) IMP {hist(stops['imp'])}, EIMP {hist(stops['prune'])}; AUC@10 IMP {r10.auc_base:.1f}, "
+            f"EIMP {r10.auc_other:.1f} (difference {r10.difference:+.1f}, 95 % interval {r10.ci_low:+.1f} to "
+            f"{r10.ci_high:+.1f})")
+
+
 def timed_rounds(runs: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
     """Seconds of each ``runs[name]()`` call in ``repeats`` rounds, after one warm-up call each.
     Each round calls every run once, in turn, so that a change in the machine's speed (this
@@ -197,48 +251,54 @@ def median_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
-def phase_breakdown(model: IMP, data: dict, repeats: int) -> dict[int, dict[str, float]]:
-    """Seconds per iteration of ``model.match(data)`` and phase (``layers``, ``head``, ``pool``),
-    the fastest of ``repeats`` calls after a warm-up; key -1 holds what runs outside the
-    iterations (``start``: descriptors plus keypoint encoding; ``extract``: the mutual matches).
-    Pooling counts to the iteration after which it runs. The timers wrap the model's methods for
-    the duration of the call only."""
-    calls: list[tuple[str, float]] = []
-    originals = {name: getattr(model, name) for name in ("start", "iterate", "head", "pool", "extract")}
+def phase_breakdown(models: dict[str, IMP], data: dict, repeats: int) -> dict[str, dict[int, dict[str, float]]]:
+    """Per model, seconds per iteration of ``model.match(data)`` and phase (``layers``, ``head``,
+    ``pool``), the fastest of ``repeats`` rounds after a warm-up (each round runs every model once,
+    in turn, as :func:`timed_rounds`); key -1 holds what runs outside the iterations (``start``:
+    descriptors plus keypoint encoding; ``extract``: the mutual matches). Pooling counts to the
+    iteration after which it runs. The timers wrap the models' methods for the duration of the
+    call only."""
+    names = ("start", "iterate", "head", "pool", "extract")
+    calls: dict[str, list[tuple[str, float]]] = {key: [] for key in models}
 
-    def timer(name, fn):
+    def timer(log, name, fn):
         def call(*args):
             t0 = time.perf_counter()
             out = fn(*args)
-            calls.append((name, time.perf_counter() - t0))
+            log.append((name, time.perf_counter() - t0))
             return out
         return call
 
-    best: dict[int, dict[str, float]] = {}
+    best: dict[str, dict[int, dict[str, float]]] = {key: {} for key in models}
     try:
-        for name, fn in originals.items():
-            setattr(model, name, timer(name, fn))
+        for key, model in models.items():
+            for name in names:
+                setattr(model, name, timer(calls[key], name, getattr(model, name)))
         with torch.no_grad():
-            model.match(data)  # warm-up
+            for model in models.values():
+                model.match(data)  # warm-up
             for _ in range(repeats):
-                calls.clear()
-                model.match(data)
-                per: dict[int, dict[str, float]] = {-1: {"start": 0.0, "extract": 0.0}}
-                ni = -1
-                for name, sec in calls:
-                    ni += name == "iterate"
-                    if name in per[-1]:
-                        per[-1][name] += sec
-                        continue
-                    key = "layers" if name == "iterate" else name
-                    per.setdefault(ni, {"layers": 0.0, "head": 0.0, "pool": 0.0})[key] += sec
-                for i, phases in per.items():
-                    b = best.setdefault(i, dict(phases))
-                    for k, v in phases.items():
-                        b[k] = min(b[k], v)
+                for key, model in models.items():
+                    calls[key].clear()
+                    model.match(data)
+                    per: dict[int, dict[str, float]] = {-1: {"start": 0.0, "extract": 0.0}}
+                    ni = -1
+                    for name, sec in calls[key]:
+                        ni += name == "iterate"
+                        if name in per[-1]:
+                            per[-1][name] += sec
+                            continue
+                        phase = "layers" if name == "iterate" else name
+                        per.setdefault(ni, {"layers": 0.0, "head": 0.0, "pool": 0.0})[phase] += sec
+                    for i, phases in per.items():
+                        b = best[key].setdefault(i, dict(phases))
+                        for k, v in phases.items():
+                            b[k] = min(b[k], v)
     finally:
-        for name in originals:
-            delattr(model, name)  # back to the class's methods
+        for model in models.values():
+            for name in names:
+                if name in vars(model):
+                    delattr(model, name)  # back to the class's methods
     return best
 
 
@@ -272,6 +332,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pool-confidence", type=float, default=0.1,
                     help="EIMP's θ_m: a keypoint with at least this matchable mass is kept (released 0.1)")
+    ap.add_argument("--iterative", action="store_true",
+                    help="also compare IMP and EIMP-prune in the released iterative procedure on the pose pairs")
     ap.add_argument("--breakdown", action="store_true",
                     help="print per-iteration times of IMP and EIMP-prune (layers, head, pooling)")
     a = ap.parse_args()
@@ -327,8 +389,8 @@ def main() -> None:
         print(line)
         print(f"    EIMP-prune keypoints (both images) entering iterations 1..15: {' '.join(map(str, seen))}")
         if a.breakdown:
-            print_breakdown(phase_breakdown(models["imp"], data, a.repeats),
-                            phase_breakdown(models["prune"], data, a.repeats), retained)
+            br = phase_breakdown({"imp": models["imp"], "prune": models["prune"]}, data, a.repeats)
+            print_breakdown(br["imp"], br["prune"], retained)
         if a.pose_pairs:
             pairs = [two_view_pair(n, dim, a.inlier_ratio, seed) for seed in range(a.pose_pairs)]
             d = paired_auc_difference_of_errors(pose_errors_deg(models["imp"], pairs),
@@ -338,8 +400,16 @@ def main() -> None:
             print(f"    pose AUC@5/10/20 on {a.pose_pairs} two-view pairs: IMP {ai[0]:.1f}/{ai[1]:.1f}/{ai[2]:.1f}, "
                   f"EIMP-prune {ae[0]:.1f}/{ae[1]:.1f}/{ae[2]:.1f} (AUC@10 difference {r10.difference:+.1f}, "
                   f"95 % paired-bootstrap interval {r10.ci_low:+.1f} to {r10.ci_high:+.1f})")
+            if a.iterative:
+                with tempfile.TemporaryDirectory() as tmp:
+                    weights = a.weights
+                    if not weights:  # the matcher loads a file: the identity start's, written here
+                        weights = f"{tmp}/identity_start.pth"
+                        torch.save({"model": sd}, weights)
+                    print(iterative_comparison(weights, pairs, dev))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    line = f"peak resident memory of this process: {peak:.2f} GiB"
+    line = (f"peak resident memory of this process, everything above together (each size's own reading is on "
+            f"its line): {peak:.2f} GiB")
     if dim == 256:
         line += f" (released IMP: {RELEASED_PEAK_GIB[1024]} GiB at 1024, {RELEASED_PEAK_GIB[2048]} GiB at 2048)"
     print(line)
