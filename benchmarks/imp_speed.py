@@ -13,10 +13,11 @@ random weights make every keypoint "confident" and nothing would be pruned.
 Timing: a synthetic pair with ``--inlier-ratio`` of its keypoints having a noisy partner, eval
 mode, no_grad, ``--repeats`` rounds after a warm-up; each round times IMP, EIMP-mask, EIMP-prune
 and the released formulation (below) once each, in turn, and the script prints each one's
-median and, for the ratios, the median of the round-by-round ratios. Accuracy: ``--pose-pairs`` two-view scenes
-(3-D points seen by two cameras, the same inlier ratio, the rest random) matched by IMP and by
-EIMP-prune, pose by USAC_MAGSAC (1 px) from the matches, AUC@5/10/20 of the pose error, and the
-95 % interval of EIMP's AUC@10 minus IMP's from a paired bootstrap over the pairs (fixed seed).
+median and, for the ratios, the median of the round-by-round ratios. Accuracy: ``--pose-pairs``
+two-view scenes (3-D points seen by two cameras, the same inlier ratio, the rest random)
+matched by IMP and by EIMP-prune, pose by USAC_MAGSAC (1 px) from the matches, AUC@5/10/20 of
+the pose error, and the 95 % interval of EIMP's AUC@10 minus IMP's from a paired bootstrap over
+the pairs (fixed seed).
 The released code's figures (issue #16, this machine kind, 2 threads, D = 256, no keypoint
 pruned for EIMP) are printed beside ours with the ratio; peak RSS is this process's.
 
@@ -31,9 +32,8 @@ same matches.
 self + cross layers, the matching head (EIMP needs one after every pooling iteration, IMP only
 at the last) and the pooling, each the fastest of ``--repeats`` rounds of ``match`` calls (both
 models in turn) with timers around the model's own ``iterate`` / ``head`` / ``pool`` (the same
-loop as the timed runs). The
-sum of EIMP-prune's layers over IMP's whole time is the ratio its pruning schedule allows if
-heads and pooling cost nothing.
+loop as the timed runs). The sum of EIMP-prune's layers over IMP's whole time is the ratio its
+pruning schedule allows if heads and pooling cost nothing.
 
 ``--iterative`` also runs the pose pairs through the matcher's released iterative procedure
 (``IMPMatcher`` with ``iterative: true``, imp.md §1.5: MAGSAC after iterations 4, 6, ..., 14 and
@@ -160,18 +160,24 @@ def two_view_pair(n: int, dim: int, inlier_ratio: float, seed: int):
     return data, kp0, kp1, K, T
 
 
-def pose_errors_deg(model: IMP, pairs) -> np.ndarray:
+def magsac_pose_error_deg(kp0: np.ndarray, kp1: np.ndarray, matches: np.ndarray, K: np.ndarray,
+                          T: np.ndarray) -> float:
     """Pose error (max of the rotation and translation angles, degrees; inf where the solver
-    fails) of ``model``'s matches on each two-view pair."""
+    fails) of USAC_MAGSAC (1 px) on ``matches (K, 2)`` (indices into the pixel keypoints)."""
     from matchrepro.evaluation.pose_superglue import estimate_relative_pose_magsac, pose_errors
 
+    est = estimate_relative_pose_magsac(kp0[matches[:, 0]], kp1[matches[:, 1]], K, K, 1.0)
+    return pose_errors(est, T)[2]
+
+
+def pose_errors_deg(model: IMP, pairs) -> np.ndarray:
+    """:func:`magsac_pose_error_deg` of ``model``'s matches on each two-view pair."""
     errs = []
     with torch.no_grad():
         for data, kp0, kp1, K, T in pairs:
             m0 = model.match(data)["matches0"].numpy()
             i = np.flatnonzero(m0 >= 0)
-            est = estimate_relative_pose_magsac(kp0[i], kp1[m0[i]], K, K, 1.0)
-            errs.append(pose_errors(est, T)[2])
+            errs.append(magsac_pose_error_deg(kp0, kp1, np.stack([i, m0[i]], 1), K, T))
     return np.asarray(errs, np.float64)
 
 
@@ -179,7 +185,7 @@ def iterative_comparison(weights: str, pairs, device: torch.device) -> str:
     """IMP and EIMP-prune in the matcher's released iterative procedure on the two-view pairs,
     each pair matched by both in turn after one warm-up pair: a line of text with EIMP's time
     over IMP's (median of the per-pair ratios), the stop iterations and the AUC difference."""
-    from matchrepro.evaluation.pose_superglue import PoseEstimate, estimate_relative_pose_magsac, pose_errors
+    from matchrepro.evaluation.pose_superglue import PoseEstimate, pose_errors
     from matchrepro.matchers.imp import IMPMatcher
 
     matchers = {"imp": IMPMatcher({"matcher": {"variant": "imp", "iterative": True}}, weights, str(device)),
@@ -200,13 +206,12 @@ def iterative_comparison(weights: str, pairs, device: torch.device) -> str:
             r = m(*feats, K, K)
             times[name].append(time.perf_counter() - t0)
             stops[name].append(r["stopped_at"])
-            mm = r["matches"]
             if r["pose"] is not None:  # the stopped pose, as IMP's protocols read it
                 est = PoseEstimate(np.asarray(r["pose"][0], np.float64), np.asarray(r["pose"][1], np.float64),
-                                   np.ones(len(mm), bool))
+                                   np.ones(len(r["matches"]), bool))
+                errs[name].append(pose_errors(est, T)[2])
             else:
-                est = estimate_relative_pose_magsac(kp0[mm[:, 0]], kp1[mm[:, 1]], K, K, 1.0)
-            errs[name].append(pose_errors(est, T)[2])
+                errs[name].append(magsac_pose_error_deg(kp0, kp1, r["matches"], K, T))
     d = paired_auc_difference_of_errors(np.asarray(errs["imp"], np.float64), np.asarray(errs["prune"], np.float64))
     r10 = d[d.threshold_deg == 10].iloc[0]
     hist = lambda v: ", ".join(f"{it}: {c}" for it, c in sorted(collections.Counter(v).items()))  # noqa: E731
@@ -218,27 +223,26 @@ def iterative_comparison(weights: str, pairs, device: torch.device) -> str:
             f"{r10.ci_high:+.1f})")
 
 
-def timed_rounds(runs: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds of each ``runs[name]()`` call in ``repeats`` rounds, after one warm-up call each.
-    Each round calls every run once, in turn, so that a change in the machine's speed (this
-    machine kind's moves by a fifth within minutes) falls on all of them alike, and the ratio of
-    two runs is taken round by round."""
+def timed_rounds(runs: dict, repeats: int, device: torch.device) -> tuple[dict[str, list[float]], dict]:
+    """Seconds of each ``runs[name]()`` call in ``repeats`` rounds, after one warm-up call each,
+    and each run's last output. Each round calls every run once, in turn, so that a change in the
+    machine's speed (this machine kind's moves by a fifth within minutes) falls on all of them
+    alike, and the ratio of two runs is taken round by round."""
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     with torch.no_grad():
-        for fn in runs.values():
-            fn()  # warm-up
+        last = {name: fn() for name, fn in runs.items()}  # warm-up
         times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(repeats):
             for name, fn in runs.items():
                 sync()
                 t0 = time.perf_counter()
-                fn()
+                last[name] = fn()
                 sync()
                 times[name].append(time.perf_counter() - t0)
-    return times
+    return times, last
 
 
 def in_released_formulation(model: IMP, data: dict):
@@ -362,12 +366,10 @@ def main() -> None:
         data = {k: v.to(dev) for k, v in synthetic_pair(n, dim, a.inlier_ratio).items()}
         runs = {name: (lambda m=m: m.match(data)) for name, m in models.items()}
         runs["released"] = lambda: in_released_formulation(models["imp"], data)
-        times = timed_rounds(runs, a.repeats, dev)
+        times, last = timed_rounds(runs, a.repeats, dev)
         med = {name: statistics.median(t) for name, t in times.items()}
-        with torch.no_grad():
-            retained = models["prune"].match(data)["retained"]
-            same = torch.equal(in_released_formulation(models["imp"], data)["matches0"],
-                               models["imp"].match(data)["matches0"])
+        retained = last["prune"]["retained"]
+        same = torch.equal(last["released"]["matches0"], last["imp"]["matches0"])
         # ru_maxrss only grows: after the first (smallest) size it is that size's own peak, over the
         # four runs (the pose pairs below run after this reading)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
