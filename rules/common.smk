@@ -33,6 +33,11 @@ from matchrepro.config import (
 )
 from matchrepro.errors import ConfigError
 from matchrepro.preprocessing import scene_ids
+from matchrepro.scheduler_wakeups import one_pending_wakeup
+
+# Snakemake's rate-limit timers otherwise multiply while ready jobs wait for cores, and the
+# scheduler ends up taking a quarter of a core on the demo (src/matchrepro/scheduler_wakeups.py).
+one_pending_wakeup()
 
 CONFIG_SOURCE = ", ".join(str(f) for f in workflow.overwrite_configfiles) or "config.yaml"
 try:
