@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning, in this process and every run it starts (set
+# before torch is imported). The demo run overlaps the other tests (tests/workflow/
+# demo_background.py), and spinning threads of two torch processes on the 2 cores starve each
+# other (docs/performance.md, "The test suite"). The wait policy changes no computed number.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pytest
@@ -34,17 +41,23 @@ def two_view_scene():
 
 
 def pytest_collection_finish(session):
-    """Start the SLURM test's workflow runs in the background as soon as it is selected: they
-    mostly wait on the scheduler's polling, so they overlap the rest of the suite
-    (tests/slurm/background.py)."""
+    """Start the long workflow runs in the background as soon as a test that needs them is
+    selected, so that they overlap the rest of the suite: the SLURM test's runs, which mostly
+    wait on the scheduler's polling (tests/slurm/background.py), and the demo run that the
+    workflow tests share (tests/workflow/demo_background.py)."""
     from tests.slurm import background
+    from tests.workflow import demo_background
 
+    demo_background.start(session.items)
     background.start(session.items)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Wait for the background SLURM runs (terminating them after Ctrl-C) so that the cluster's
-    daemons stop before pytest exits."""
+    """Wait for the background runs (terminating them after Ctrl-C), so that no Snakemake run
+    and no cluster daemon outlives pytest."""
     from tests.slurm import background
+    from tests.workflow import demo_background
 
-    background.stop(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    background.stop(interrupted=interrupted)
+    demo_background.stop(interrupted=interrupted)
