@@ -118,8 +118,12 @@ def weights_path(name):
 
 
 def get_match_inputs(wildcards):
+    """Dataset, features, weights and base cache of a match job; a ``from_cache_of`` method
+    needs only the dataset (its pair list) and the cache it re-thresholds (no network runs)."""
     m = config["methods"][wildcards.method]
     inputs = {"dataset": get_dataset_input(wildcards)}
+    if m["from_cache_of"]:
+        return inputs | {"base": f"results/matches/{m['from_cache_of']}/{wildcards.dataset}.h5"}
     if m["features"]:
         inputs["features"] = f"results/features/{m['features']}/{wildcards.dataset}.h5"
     if m["weights"]:
@@ -359,15 +363,17 @@ def get_final_output(wildcards=None):
 
 
 def method_gpus(wildcards):
-    """Learned matchers run on a GPU on a cluster; descriptor matching does not need one."""
-    return 0 if config["methods"][wildcards.method]["matcher"]["type"] == "nearest_neighbour" else 1
+    """Learned matchers run on a GPU on a cluster; descriptor matching and re-thresholding
+    another method's cache (``from_cache_of``) do not need one."""
+    m = config["methods"][wildcards.method]
+    return 0 if m["matcher"]["type"] == "nearest_neighbour" or m["from_cache_of"] else 1
 
 
 def method_threads(wildcards):
     """Learned matchers use ``torch_threads`` torch intra-op threads (4 by default, 2 in the demo);
     Snakemake reserves fewer cores where it has fewer (``--cores``), but the job still runs that
     many torch threads, because torch's CPU results depend on the thread count. Descriptor
-    matching runs single-threaded."""
+    matching and re-thresholding run single-threaded."""
     return 1 if method_gpus(wildcards) == 0 else config["torch_threads"]
 
 

@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--features", default=None)
     s.add_argument("--shard", default=None, help="k-of-n: only the k-th (0-based) of n chunks of pairs")
     s.add_argument("--weights", default=None, help="model weights (learned matchers)")
-    s.add_argument("--base", default=None, help="predictions cache of the method a refiner refines")
+    s.add_argument("--base", default=None, help="predictions cache of the method a refiner refines, or that a from_cache_of method re-thresholds")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     s.add_argument("--out", required=True)
     s = verb("gather-matches", cmd_gather_matches, "merge shard prediction caches")

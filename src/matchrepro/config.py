@@ -94,6 +94,35 @@ def validate_config(config: dict, source: str = "config") -> dict:
     return config
 
 
+SELECTION_KEYS = ("threshold", "refine_fallback")
+"""Matcher keys that only select among Patch2Pix's refined matches (no network change)."""
+
+
+def network_of(method: dict) -> dict:
+    """A method block without what only selects among its refined matches (name, description,
+    ``from_cache_of`` and the matcher's :data:`SELECTION_KEYS`): two methods with equal
+    ``network_of`` compute the same refined matches."""
+    m = {k: v for k, v in method.items() if k not in ("name", "description", "from_cache_of")}
+    m["matcher"] = {k: v for k, v in method["matcher"].items() if k not in SELECTION_KEYS}
+    return m
+
+
+def _check_from_cache_of(config: dict, source: str, name: str, m: dict, c: str) -> None:
+    """``methods.<name>.from_cache_of: c``: both patch2pix, ``c`` runs its network, and the two
+    differ only in what selects among the refined matches (:func:`network_of`)."""
+    key = f"{source}: methods.{name}.from_cache_of"
+    if m["matcher"]["type"] != "patch2pix":
+        raise ConfigError(f"{key}: only a patch2pix matcher re-thresholds another method's cache")
+    b = config["methods"].get(c)
+    if b is None or c == name or b.get("from_cache_of"):
+        raise ConfigError(f"{key}: '{c}' is not another method that runs its own network")
+    mine, theirs = network_of(m), network_of(b)
+    differ = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise ConfigError(f"{key}: '{c}' has another '{differ[0]}'; only matcher.threshold and "
+                          "matcher.refine_fallback may differ")
+
+
 def _check_references(config: dict, source: str) -> None:
     for name, m in config["methods"].items():
         r = m.get("refines")
@@ -102,6 +131,9 @@ def _check_references(config: dict, source: str) -> None:
                 raise ConfigError(f"{source}: methods.{name}.refines: only a patch2pix matcher refines other matches")
             if r not in config["methods"] or r == name or config["methods"][r].get("refines"):
                 raise ConfigError(f"{source}: methods.{name}.refines: '{r}' is not another (unrefined) method")
+        c = m.get("from_cache_of")
+        if c is not None:
+            _check_from_cache_of(config, source, name, m, c)
         if m["features"] is not None and m["features"] not in config["features"]:
             raise ConfigError(f"{source}: methods.{name}.features: unknown features '{m['features']}'")
         if m["matcher"]["type"] == "nearest_neighbour" and m["features"] is None:

@@ -10,8 +10,11 @@ upright original) and ``scale`` (sx, sy = original / resized, the frame the dete
 Predictions file (one per method x dataset): a group per pair ``pair_<index>`` (never keyed
 by file stems, see protocols.md §1.1), with ``keypoints0`` (N0, 2), ``keypoints1`` (N1, 2) in
 upright-original pixels, ``matches`` (K, 2) int64 indices into them, ``scores`` (K,) and
-attributes ``name0``, ``name1``, ``scale0``, ``scale1``. Root attributes record the method,
-dataset and the JSON of the config that produced it.
+attributes ``name0``, ``name1``, ``scale0``, ``scale1``. Patch2Pix caches also keep every
+refined match before the confidence threshold (:data:`ALL_REFINED`: ``all_keypoints0``,
+``all_keypoints1`` (M, 2), ``all_scores`` (M,)), so a method with ``from_cache_of`` re-thresholds
+them without the network. Root attributes record the method, dataset and the JSON of the config
+that produced it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import h5py
 import numpy as np
 
 from matchrepro.errors import DatasetError, ImageReadError
+
+ALL_REFINED = ("all_keypoints0", "all_keypoints1", "all_scores")
+"""Datasets of a Patch2Pix predictions group: every refined match before the threshold."""
 
 
 @contextlib.contextmanager

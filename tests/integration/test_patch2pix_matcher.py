@@ -98,3 +98,90 @@ def test_patch2pix_refines_another_methods_cached_matches(setup):
             assert d.min(1).max() <= 16.0 + 1e-3
     r = run(rspec, tmp / "nobase.h5")
     assert r.returncode == 1 and "refines" in r.stderr.strip().splitlines()[-1] and not (tmp / "nobase.h5").exists()
+
+
+def _network_at(tmp, ds, method, threshold, pair, base=None, keep_all_if_none=True):
+    """keypoints0/1 and scores of one pair straight from the model functions at ``threshold``
+    (the path that predates the cached refined matches)."""
+    from matchrepro.datasets.benchmark import open_benchmark
+    from matchrepro.matchers.patch2pix import Patch2PixMatcher, to_tensor
+    from matchrepro.models.patch2pix import predict, refine_matches
+    from matchrepro.pipeline.extract import load_upright
+
+    bench = open_benchmark(ds)
+    p = bench.pairs[pair]
+    matcher = Patch2PixMatcher(method, tmp / "patch2pix_pretrained.pth", "cpu")
+    (im0, s0, _), (im1, s1, _) = (load_upright(bench.image_dir / n, r, method["resize"], grayscale=False)
+                                  for n, r in ((p.name0, p.rot0), (p.name1, p.rot1)))
+    x0, x1 = to_tensor(im0, matcher.device), to_tensor(im1, matcher.device)
+    with torch.no_grad():
+        if base is None:
+            out = predict(matcher.model, x0, x1, threshold)
+        else:
+            m = np.concatenate([base[0] / np.asarray(s0), base[1] / np.asarray(s1)], 1)
+            out = refine_matches(matcher.model, x0, x1, torch.from_numpy(m).float(), threshold, keep_all_if_none)
+    return matcher._to_original(out, s0, s1)
+
+
+def test_from_cache_of_equals_the_network_at_its_threshold_bit_for_bit(setup):
+    """``from_cache_of`` re-thresholds the refined matches a Patch2Pix cache keeps (no network):
+    at a threshold splitting the matches, and at one no match passes (the release keeps all, a
+    refiner with ``refine_fallback: none`` keeps none), the cache equals what the model functions
+    give at that threshold; a base from another network or dataset is refused in one line."""
+    tmp, cfg, ds = setup
+    weights = str(tmp / "patch2pix_pretrained.pth")
+    run = lambda spec, out, *extra: run_cli(  # noqa: E731
+        ["match-dataset", "--spec", json.dumps(spec), "--out", str(out), *extra])
+    base = dict(cfg["methods"]["patch2pix"], name="patch2pix")
+    bspec = {"dataset": ds, "method": base, "features": None, "resize": base["resize"]}
+    r = run(bspec, tmp / "p2p_all.h5", "--weights", weights)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with h5py.File(tmp / "p2p_all.h5", "r") as f:
+        keys = sorted(f.keys())
+        everything = np.concatenate([f[k]["all_scores"][()] for k in keys])
+        assert all(len(f[k]["all_scores"]) >= len(f[k]["scores"]) for k in keys)
+    split = float(np.median(everything))
+    assert (everything > split).any() and (everything <= split).any()
+    for threshold in (split, 1.0):
+        m = dict(cfg["methods"]["patch2pix_c09"], name="c", from_cache_of="patch2pix")
+        m["matcher"] = dict(m["matcher"], threshold=threshold)
+        spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
+        out = tmp / f"c{threshold}.h5"
+        r = run(spec, out, "--base", str(tmp / "p2p_all.h5"))
+        assert r.returncode == 0, r.stderr[-3000:]
+        with h5py.File(out, "r") as f:
+            assert sorted(f.keys()) == keys and json.loads(f.attrs["config"])["method"]["name"] == "c"
+            for k in keys:
+                want = _network_at(tmp, ds, m, threshold, int(k[5:]))
+                for name in ("keypoints0", "keypoints1", "matches", "scores"):
+                    np.testing.assert_array_equal(f[k][name][()], want[name])
+                    assert f[k][name].dtype == want[name].dtype
+                assert threshold < 1.0 or len(want["scores"]) == len(f[k]["scores"]) > 0  # none passes 1.0: all kept
+    # a refiner: cached refined matches of another method's matches, re-thresholded with fallback none
+    nc = dict(cfg["methods"]["ncnet"], name="ncnet")
+    r = run({"dataset": ds, "method": nc, "features": None, "resize": nc["resize"]}, tmp / "nc.h5", "--weights", weights)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref = dict(cfg["methods"]["patch2pix"], name="ref", refines="ncnet")
+    r = run({"dataset": ds, "method": ref, "features": None, "resize": ref["resize"]}, tmp / "ref.h5",
+            "--weights", weights, "--base", str(tmp / "nc.h5"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    strict = dict(ref, name="ref_strict", from_cache_of="ref")
+    strict["matcher"] = dict(ref["matcher"], threshold=1.0, refine_fallback="none")
+    r = run({"dataset": ds, "method": strict, "features": None, "resize": strict["resize"]}, tmp / "strict.h5",
+            "--base", str(tmp / "ref.h5"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    with h5py.File(tmp / "strict.h5", "r") as f, h5py.File(tmp / "nc.h5", "r") as fn:
+        for k in fn.keys():
+            g = fn[k]
+            pts = (g["keypoints0"][()][g["matches"][()][:, 0]], g["keypoints1"][()][g["matches"][()][:, 1]])
+            want = _network_at(tmp, ds, strict, 1.0, int(k[5:]), base=pts, keep_all_if_none=False)
+            assert len(f[k]["scores"]) == len(want["scores"]) == 0
+    # refused: a base made by another network (NCNet's cache), or for another dataset
+    m = dict(cfg["methods"]["patch2pix_c09"], name="c", from_cache_of="patch2pix")
+    spec = {"dataset": ds, "method": m, "features": None, "resize": m["resize"]}
+    r = run(spec, tmp / "bad_base.h5", "--base", str(tmp / "nc.h5"))
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "not made by the network of methods.c.from_cache_of" in line and not (tmp / "bad_base.h5").exists()
+    r = run(dict(spec, dataset=dict(ds, name="other")), tmp / "bad_ds.h5", "--base", str(tmp / "p2p_all.h5"))
+    line = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 1 and "different 'dataset' config" in line and not (tmp / "bad_ds.h5").exists()

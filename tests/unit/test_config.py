@@ -42,6 +42,13 @@ def test_defaults_are_filled(demo_config):
          "methods.patch2pix_demo.refines: 'nope' is not another (unrefined) method"),
         (lambda c: c["methods"]["ncnet_demo"].update(refines="sift_mnn"),
          "methods.ncnet_demo.refines: only a patch2pix matcher refines other matches"),
+        (lambda c: c["methods"]["patch2pix_demo_c09"].update(weights="ncnet_demo"),
+         "methods.patch2pix_demo_c09.from_cache_of: 'patch2pix_demo' has another 'weights'; "
+         "only matcher.threshold and matcher.refine_fallback may differ"),
+        (lambda c: c["methods"]["patch2pix_demo_c09"].update(from_cache_of="patch2pix_demo_c09"),
+         "methods.patch2pix_demo_c09.from_cache_of: 'patch2pix_demo_c09' is not another method that runs its own network"),
+        (lambda c: c["methods"]["ncnet_demo"].update(from_cache_of="patch2pix_demo"),
+         "methods.ncnet_demo.from_cache_of: only a patch2pix matcher re-thresholds another method's cache"),
     ],
 )
 def test_bad_config_gives_one_line_naming_the_key(demo_config, edit, message):

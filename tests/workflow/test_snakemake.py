@@ -79,16 +79,18 @@ def torch_threads_by_job(text: str) -> dict[str, int]:
 def test_torch_threads_come_from_the_config_not_the_cores(tmp_path, cores):
     """Every learned matcher and training job runs ``torch_threads`` torch threads (2 in the
     demo) whatever ``--cores`` says, so that its numbers do not depend on the machine; descriptor
-    matching runs 1; ``training.<name>.params.threads`` overrides one run."""
+    matching and re-thresholding a cache (``from_cache_of``) run 1; ``training.<name>.params.threads``
+    overrides one run."""
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
     args = ("-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "-p", "--cores", cores,
             "results/tables")
     threads = torch_threads_by_job(snakemake(*args).stdout)
-    learned = {k: v for k, v in threads.items() if "_demo" in k}
+    rethresholded = "results/matches/patch2pix_demo_c09/hpatches.h5"
+    learned = {k: v for k, v in threads.items() if "_demo" in k and k != rethresholded}
     assert {k for k in learned if k.startswith("results/training/")} == {
         f"results/training/{m}/model_best.pth" for m in ("ncnet_demo", "patch2pix_demo", "imp_sift_demo", "eimp_sift_demo")}
     assert len(learned) >= 4 + 4 and set(learned.values()) == {2}, threads
-    assert threads["results/matches/sift_mnn/yfcc.h5"] == 1
+    assert threads["results/matches/sift_mnn/yfcc.h5"] == threads[rethresholded] == 1
     if cores == "1":
         return  # the overrides below do not depend on --cores: checked once
     threads = torch_threads_by_job(snakemake(*args, "--config", "torch_threads=3").stdout)
@@ -339,6 +341,24 @@ def test_model_change_invalidates_cached_predictions(demo_run):
     assert jobs["match_pairs"] == 3 + 1
     assert "extract_features" not in jobs and "build_demo_dataset" not in jobs and "train_model" not in jobs
     assert jobs["evaluate"] == 2 + 2 + 4 + 4  # every protocol of sift_mnn_ratio and of its refiner
+
+
+@pytest.mark.slow
+def test_a_patch2pix_threshold_change_runs_no_network(demo_run):
+    """``patch2pix_demo_c09`` re-thresholds ``patch2pix_demo``'s cached refined matches
+    (``from_cache_of``): another threshold re-runs that one job, without weights, and its rows."""
+    work, _ = demo_run
+    text = (work / "config.yaml").read_text()
+    old = "matcher: {type: patch2pix, threshold: 0.9}"
+    assert text.count(old) == 1
+    (work / "changed_c.yaml").write_text(text.replace(old, old.replace("0.9", "0.8")))
+    r = snakemake("-s", str(REPO / "Snakefile"), "--directory", str(work), "-n", "-p", "results/tables",
+                  "--configfile", str(work / "changed_c.yaml"))
+    jobs = job_counts(r.stdout)
+    assert set(jobs) == {"match_pairs", "evaluate", "tables", "total"} and jobs["match_pairs"] == 1, jobs
+    assert jobs["evaluate"] == 4  # the HPatches protocols of the c = 0.9 row
+    cmd = next(line for line in (r.stdout + r.stderr).splitlines() if "match-dataset" in line)
+    assert "--base results/matches/patch2pix_demo/hpatches.h5" in cmd and "--weights" not in cmd, cmd
 
 
 @pytest.mark.slow

@@ -60,23 +60,35 @@ class Patch2PixMatcher:
 
     def __call__(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1) -> dict:
         """Resized RGB images and their scales -> keypoints0/1 (N, 2) in upright-original
-        pixels, matches (N, 2) = (i, i), scores (N,)."""
-        out = predict(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device), self.threshold)
-        return self._to_original(out, scale0, scale1)
+        pixels, matches (N, 2) = (i, i), scores (N,). Patch2Pix also returns every refined match
+        before the confidence threshold: ``all_keypoints0/1`` (M, 2) and ``all_scores`` (M,), so
+        another threshold needs no network (:func:`confident`, ``from_cache_of``)."""
+        if self.kind != "patch2pix":
+            out = predict(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device), self.threshold)
+            return self._to_original(out, scale0, scale1)
+        every = predict(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device), float("-inf"))
+        return self._kept(self._to_original(every, scale0, scale1), keep_all_if_none=True)
 
     def refine(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1, pts0: np.ndarray, pts1: np.ndarray) -> dict:
         """Refine another method's matches ``pts0``/``pts1`` (N, 2) given in upright-original
         pixels: into the resized frame (divided by the scale), mid + fine regressors, kept where
         the fine confidence exceeds the threshold (all of them when none does, the released
-        ``refine_fallback: all``; ``none`` keeps none), back to original pixels (as :meth:`__call__`)."""
+        ``refine_fallback: all``; ``none`` keeps none), back to original pixels (as :meth:`__call__`,
+        with the ``all_*`` arrays: every refined match)."""
         if self.kind != "patch2pix":
             raise ConfigError("only Patch2Pix refines matches (matcher type patch2pix)")
         s0, s1 = np.asarray(scale0, np.float64), np.asarray(scale1, np.float64)
         m = np.concatenate([np.asarray(pts0, np.float64) / s0, np.asarray(pts1, np.float64) / s1], 1).reshape(-1, 4)
-        out = refine_matches(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device),
-                             torch.from_numpy(m).float().to(self.device), self.threshold,
-                             keep_all_if_none=self.refine_fallback == "all")
-        return self._to_original(out, scale0, scale1)
+        every = refine_matches(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device),
+                               torch.from_numpy(m).float().to(self.device), float("-inf"))
+        return self._kept(self._to_original(every, scale0, scale1), keep_all_if_none=self.refine_fallback == "all")
+
+    def _kept(self, every: dict, keep_all_if_none: bool) -> dict:
+        """The matches of ``every`` (all refined ones) above ``self.threshold``, plus ``every``
+        itself as ``all_keypoints0/1`` and ``all_scores``."""
+        out = select_matches(every, confident(every["scores"], self.threshold, keep_all_if_none))
+        return out | {"all_keypoints0": every["keypoints0"], "all_keypoints1": every["keypoints1"],
+                      "all_scores": every["scores"]}
 
     @staticmethod
     def _to_original(out: dict, scale0, scale1) -> dict:
@@ -86,3 +98,23 @@ class Patch2PixMatcher:
         n = len(m)
         return {"keypoints0": k0, "keypoints1": k1, "matches": np.stack([np.arange(n), np.arange(n)], 1).astype(np.int64),
                 "scores": out["scores"].cpu().numpy().astype(np.float32)}
+
+
+def confident(scores: np.ndarray, threshold: float, keep_all_if_none: bool = True) -> np.ndarray:
+    """Indices (K,) of the fine confidences ``scores`` (M,) above ``threshold``, compared in
+    float32 as the network's probabilities are; all M of them when none passes and
+    ``keep_all_if_none`` (the release: :func:`~matchrepro.models.patch2pix.predict` always, a
+    refiner with ``refine_fallback: all``), else none."""
+    scores = np.asarray(scores, np.float32)
+    index = np.flatnonzero(scores > np.float32(threshold))
+    if len(index) == 0 and keep_all_if_none:
+        index = np.arange(len(scores))
+    return index
+
+
+def select_matches(every: dict, index: np.ndarray) -> dict:
+    """The rows ``index`` of a detector-free result (keypoints0/1 (M, 2), scores (M,)), with
+    matches (K, 2) = (i, i) renumbered."""
+    n = len(index)
+    return {"keypoints0": every["keypoints0"][index], "keypoints1": every["keypoints1"][index],
+            "matches": np.stack([np.arange(n), np.arange(n)], 1).astype(np.int64), "scores": every["scores"][index]}

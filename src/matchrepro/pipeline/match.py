@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from matchrepro.datasets.benchmark import open_benchmark, shard_of
 from matchrepro.errors import ConfigError, DatasetError
-from matchrepro.io import atomic_path, image_key
+from matchrepro.io import ALL_REFINED, atomic_path, image_key
 from matchrepro.matchers.nearest_neighbour import match_nearest_neighbour
 
 
@@ -30,11 +30,14 @@ def match_pairs(spec: dict, out: str | Path, features: str | Path | None, shard:
                 weights: str | Path | None = None, base: str | Path | None = None) -> None:
     """``spec``: ``{"dataset": ..., "method": ..., "features": ... | None, "resize": rule}``;
     ``shard = (k, n)`` matches only the k-th of n contiguous chunks of the pairs; ``base``: the
-    predictions cache a refining method (``refines``) starts from."""
+    predictions cache a refining method (``refines``) starts from, or the one a ``from_cache_of``
+    method re-thresholds (no network runs then)."""
     bench = open_benchmark(spec["dataset"])
     pairs = shard_of(bench.pairs, shard)
     method = spec["method"]
     matcher = method["matcher"]
+    if method.get("from_cache_of"):
+        return _rethreshold(spec, pairs, out, base)
     if matcher["type"] in ("patch2pix", "ncnet"):
         return _match_dense(spec, bench, pairs, out, weights, base)
     if matcher["type"] not in ("nearest_neighbour", "imp"):
@@ -133,10 +136,57 @@ def _match_dense(spec: dict, bench, pairs, out, weights, base=None) -> None:
             else:
                 r = matcher.refine(im0, im1, s0, s1, *_base_matches(fb, base, p.index))
             g = f.create_group(f"pair_{p.index:06d}")
-            for k in ("keypoints0", "keypoints1", "matches", "scores"):
-                g[k] = r[k]
+            for k in ("keypoints0", "keypoints1", "matches", "scores", *ALL_REFINED):
+                if k in r:
+                    g[k] = r[k]
             g.attrs.update(name0=p.name0, name1=p.name1, scale0=np.asarray(s0), scale1=np.asarray(s1),
                            image_size0=np.asarray(wh0), image_size1=np.asarray(wh1))
+            n_matches.append(len(r["matches"]))
+        f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
+
+
+def _rethreshold(spec: dict, pairs, out, base) -> None:
+    """A ``from_cache_of`` method: the refined matches that ``base`` (the other method's
+    predictions cache) holds before its threshold, kept above this method's ``matcher.threshold``
+    with the release's fallback (:func:`~matchrepro.matchers.patch2pix.confident`). Equal, bit for
+    bit, to running the network at this threshold; refuses a base made with another network,
+    dataset or resize rule."""
+    from matchrepro.config import network_of
+    from matchrepro.matchers.patch2pix import confident, select_matches
+
+    method = spec["method"]
+    key = f"methods.{method['name']}.from_cache_of"
+    if base is None:
+        raise ConfigError(f"{key}: needs the predictions cache of {method['from_cache_of']} (--base)")
+    threshold = method["matcher"]["threshold"]
+    threshold = 0.5 if threshold is None else threshold
+    keep_all = not method.get("refines") or (method["matcher"].get("refine_fallback") or "all") == "all"
+    n_matches = []
+    with contextlib.ExitStack() as stack:
+        fb = stack.enter_context(h5py.File(base, "r"))
+        made = json.loads(fb.attrs.get("config", "{}"))
+        for part in ("dataset", "resize"):
+            if made.get(part) != spec.get(part):
+                raise ConfigError(f"{base}: made with a different '{part}' config than {key} needs "
+                                  f"(re-run matching of {method['from_cache_of']})")
+        if "method" not in made or network_of(made["method"]) != network_of(method):
+            raise ConfigError(f"{base}: not made by the network of {key} (a method may differ from it only in "
+                              "matcher.threshold and matcher.refine_fallback)")
+        tmp = stack.enter_context(atomic_path(out))
+        f = stack.enter_context(h5py.File(tmp, "w"))
+        _write_header(f, spec, len(pairs))
+        for p in tqdm(pairs, desc=f"re-threshold {method['name']}", unit="pair"):
+            name = f"pair_{p.index:06d}"
+            if name not in fb or any(k not in fb[name] for k in ALL_REFINED):
+                raise DatasetError(f"{base}: pair {p.index} has no {ALL_REFINED[-1]} (a cache from before "
+                                   f"they were kept); re-run matching of {method['from_cache_of']}")
+            gb = fb[name]
+            every = {k.removeprefix("all_"): gb[k][()] for k in ALL_REFINED}
+            r = select_matches(every, confident(every["scores"], threshold, keep_all))
+            g = f.create_group(name)
+            for k in ("keypoints0", "keypoints1", "matches", "scores"):
+                g[k] = r[k]
+            g.attrs.update(dict(gb.attrs))
             n_matches.append(len(r["matches"]))
         f.attrs["mean_matches"] = float(np.mean(n_matches)) if n_matches else 0.0
 
