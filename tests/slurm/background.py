@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.background_runs import failure, snakemake_command
 from tests.conftest import REPO
 
 TEST_FILE = "tests/slurm/test_slurm_workflow.py"
@@ -74,13 +74,8 @@ def small_config(work: Path) -> Path:
 
 
 def snakemake_cmd(work: Path, cfg: Path, *args) -> list[str]:
-    return ["timeout", "--kill-after=30", str(TIMEOUT_S), sys.executable, "-m", "snakemake", "-s",
-            str(REPO / "Snakefile"), "--directory", str(work), "results/tables",
-            "results/training/toy_gpu/model_best.pth", "--configfile", str(cfg), *args]
-
-
-def _failed(name: str, r) -> str:
-    return f"the {name} run failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    return snakemake_command(work, TIMEOUT_S, "results/tables", "results/training/toy_gpu/model_best.pth",
+                             "--configfile", str(cfg), *args)
 
 
 def _run_both(runs: Runs) -> None:
@@ -104,7 +99,7 @@ def _run_both(runs: Runs) -> None:
             runs.slurm_log = done["SLURM"].stdout + done["SLURM"].stderr
             for name, r in done.items():
                 if r.returncode != 0 and runs.error is None:
-                    runs.error = _failed(name, r)
+                    runs.error = failure(f"{name} run", r)
     except ClusterUnavailable as e:
         runs.unavailable = str(e)
     except Exception as e:  # reported by the test, not lost in the thread

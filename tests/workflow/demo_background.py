@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
+from tests.background_runs import failure, snakemake_command
 from tests.conftest import REPO
 
 FIXTURE = "demo_run"
@@ -45,8 +45,7 @@ _error: str | None = None
 
 
 def command(work: Path) -> list[str]:
-    return ["timeout", "--kill-after=30", str(TIMEOUT_S), sys.executable, "-m", "snakemake", "-s",
-            str(REPO / "Snakefile"), "--directory", str(work), "--cores", "2", *TARGETS]
+    return snakemake_command(work, TIMEOUT_S, "--cores", "2", *TARGETS)
 
 
 def _run() -> None:
@@ -81,8 +80,7 @@ def result() -> tuple[Path, subprocess.CompletedProcess]:
     if _error is not None:
         raise RuntimeError(f"the demo run could not start: {_error}")
     if _done.returncode != 0:
-        raise RuntimeError(f"the demo run failed (exit {_done.returncode}; kept in {_work}):\n"
-                           f"{_done.stdout[-3000:]}\n{_done.stderr[-6000:]}")
+        raise RuntimeError(failure(f"demo run (kept in {_work})", _done))
     return _work, _done
 
 
