@@ -100,27 +100,34 @@ def test_patch2pix_refines_another_methods_cached_matches(setup):
     assert r.returncode == 1 and "refines" in r.stderr.strip().splitlines()[-1] and not (tmp / "nobase.h5").exists()
 
 
-def _network_at(tmp, ds, method, threshold, pair, base=None, keep_all_if_none=True):
-    """keypoints0/1 and scores of one pair straight from the model functions at ``threshold``
-    (the path that predates the cached refined matches)."""
-    from matchrepro.datasets.benchmark import open_benchmark
-    from matchrepro.matchers.patch2pix import Patch2PixMatcher, to_tensor
-    from matchrepro.models.patch2pix import predict, refine_matches
-    from matchrepro.pipeline.extract import load_upright
+class _Network:
+    """The model functions straight, at a given threshold (the path that predates the cached
+    refined matches): one model load, then keypoints0/1, matches and scores of one pair."""
 
-    bench = open_benchmark(ds)
-    p = bench.pairs[pair]
-    matcher = Patch2PixMatcher(method, tmp / "patch2pix_pretrained.pth", "cpu")
-    (im0, s0, _), (im1, s1, _) = (load_upright(bench.image_dir / n, r, method["resize"], grayscale=False)
-                                  for n, r in ((p.name0, p.rot0), (p.name1, p.rot1)))
-    x0, x1 = to_tensor(im0, matcher.device), to_tensor(im1, matcher.device)
-    with torch.no_grad():
-        if base is None:
-            out = predict(matcher.model, x0, x1, threshold)
-        else:
-            m = np.concatenate([base[0] / np.asarray(s0), base[1] / np.asarray(s1)], 1)
-            out = refine_matches(matcher.model, x0, x1, torch.from_numpy(m).float(), threshold, keep_all_if_none)
-    return matcher._to_original(out, s0, s1)
+    def __init__(self, tmp, ds, method):
+        from matchrepro.datasets.benchmark import open_benchmark
+        from matchrepro.matchers.patch2pix import Patch2PixMatcher
+
+        self.bench, self.method = open_benchmark(ds), method
+        self.matcher = Patch2PixMatcher(method, tmp / "patch2pix_pretrained.pth", "cpu")
+
+    def __call__(self, threshold, pair, base=None, keep_all_if_none=True):
+        from matchrepro.matchers.patch2pix import to_tensor
+        from matchrepro.models.patch2pix import predict, refine_matches
+        from matchrepro.pipeline.extract import load_upright
+
+        p = self.bench.pairs[pair]
+        (im0, s0, _), (im1, s1, _) = (load_upright(self.bench.image_dir / n, r, self.method["resize"], grayscale=False)
+                                      for n, r in ((p.name0, p.rot0), (p.name1, p.rot1)))
+        x0, x1 = to_tensor(im0, self.matcher.device), to_tensor(im1, self.matcher.device)
+        with torch.no_grad():
+            if base is None:
+                out = predict(self.matcher.model, x0, x1, threshold)
+            else:
+                m = np.concatenate([base[0] / np.asarray(s0), base[1] / np.asarray(s1)], 1)
+                out = refine_matches(self.matcher.model, x0, x1, torch.from_numpy(m).float(), threshold,
+                                     keep_all_if_none)
+        return self.matcher._to_original(out, s0, s1)
 
 
 def test_from_cache_of_equals_the_network_at_its_threshold_bit_for_bit(setup):
@@ -142,6 +149,7 @@ def test_from_cache_of_equals_the_network_at_its_threshold_bit_for_bit(setup):
         assert all(len(f[k]["all_scores"]) >= len(f[k]["scores"]) for k in keys)
     split = float(np.median(everything))
     assert (everything > split).any() and (everything <= split).any()
+    network = _Network(tmp, ds, dict(cfg["methods"]["patch2pix_c09"], name="c"))
     for threshold in (split, 1.0):
         m = dict(cfg["methods"]["patch2pix_c09"], name="c", from_cache_of="patch2pix")
         m["matcher"] = dict(m["matcher"], threshold=threshold)
@@ -152,7 +160,7 @@ def test_from_cache_of_equals_the_network_at_its_threshold_bit_for_bit(setup):
         with h5py.File(out, "r") as f:
             assert sorted(f.keys()) == keys and json.loads(f.attrs["config"])["method"]["name"] == "c"
             for k in keys:
-                want = _network_at(tmp, ds, m, threshold, int(k[5:]))
+                want = network(threshold, int(k[5:]))
                 for name in ("keypoints0", "keypoints1", "matches", "scores"):
                     np.testing.assert_array_equal(f[k][name][()], want[name])
                     assert f[k][name].dtype == want[name].dtype
@@ -174,7 +182,7 @@ def test_from_cache_of_equals_the_network_at_its_threshold_bit_for_bit(setup):
         for k in fn.keys():
             g = fn[k]
             pts = (g["keypoints0"][()][g["matches"][()][:, 0]], g["keypoints1"][()][g["matches"][()][:, 1]])
-            want = _network_at(tmp, ds, strict, 1.0, int(k[5:]), base=pts, keep_all_if_none=False)
+            want = network(1.0, int(k[5:]), base=pts, keep_all_if_none=False)
             assert len(f[k]["scores"]) == len(want["scores"]) == 0
     # refused: a base made by another network (NCNet's cache), or for another dataset
     m = dict(cfg["methods"]["patch2pix_c09"], name="c", from_cache_of="patch2pix")
