@@ -49,14 +49,8 @@ class Patch2PixMatcher:
         dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
         self.device = dev
         self.kind = method["matcher"]["type"]
-        self.threshold = method["matcher"]["threshold"]
-        if self.threshold is None:
-            self.threshold = 0.5 if self.kind == "patch2pix" else 0.9
+        self.threshold, self.refine_keeps_all = selection(method)
         self.model = load_model(self.kind, weights, dev)
-        self.refine_fallback = method["matcher"].get("refine_fallback") or "all"
-        if self.refine_fallback not in ("all", "none"):
-            raise ConfigError(f"methods.{method.get('name', '?')}.matcher.refine_fallback: {self.refine_fallback!r} "
-                              "(expected 'all' or 'none')")
 
     def __call__(self, img0: np.ndarray, img1: np.ndarray, scale0, scale1) -> dict:
         """Resized RGB images and their scales -> keypoints0/1 (N, 2) in upright-original
@@ -81,7 +75,7 @@ class Patch2PixMatcher:
         m = np.concatenate([np.asarray(pts0, np.float64) / s0, np.asarray(pts1, np.float64) / s1], 1).reshape(-1, 4)
         every = refine_matches(self.model, to_tensor(img0, self.device), to_tensor(img1, self.device),
                                torch.from_numpy(m).float().to(self.device), float("-inf"))
-        return self._kept(self._to_original(every, scale0, scale1), keep_all_if_none=self.refine_fallback == "all")
+        return self._kept(self._to_original(every, scale0, scale1), keep_all_if_none=self.refine_keeps_all)
 
     def _kept(self, every: dict, keep_all_if_none: bool) -> dict:
         """The matches of ``every`` (all refined ones) above ``self.threshold``, plus ``every``
@@ -95,9 +89,29 @@ class Patch2PixMatcher:
         m = out["matches"].cpu().numpy().astype(np.float64)
         k0 = (m[:, :2] * np.asarray(scale0)[None]).astype(np.float32)
         k1 = (m[:, 2:] * np.asarray(scale1)[None]).astype(np.float32)
-        n = len(m)
-        return {"keypoints0": k0, "keypoints1": k1, "matches": np.stack([np.arange(n), np.arange(n)], 1).astype(np.int64),
+        return {"keypoints0": k0, "keypoints1": k1, "matches": _diagonal(len(m)),
                 "scores": out["scores"].cpu().numpy().astype(np.float32)}
+
+
+def _diagonal(n: int) -> np.ndarray:
+    """matches (n, 2) = (i, i): a detector-free matcher's keypoints are its matches."""
+    return np.stack([np.arange(n), np.arange(n)], 1).astype(np.int64)
+
+
+def selection(method: dict) -> tuple[float, bool]:
+    """What picks among a method's refined matches: ``matcher.threshold`` (default 0.5 for
+    Patch2Pix's fine confidence, 0.9 for NCNet's coarse score) and whether a refiner keeps all
+    its refined matches when none passes (``refine_fallback``: ``all``, the release and the
+    default, or ``none``). Matching itself always keeps all then, as released."""
+    matcher = method["matcher"]
+    threshold = matcher["threshold"]
+    if threshold is None:
+        threshold = 0.5 if matcher["type"] == "patch2pix" else 0.9
+    fallback = matcher.get("refine_fallback") or "all"
+    if fallback not in ("all", "none"):
+        raise ConfigError(f"methods.{method.get('name', '?')}.matcher.refine_fallback: {fallback!r} "
+                          "(expected 'all' or 'none')")
+    return threshold, fallback == "all"
 
 
 def confident(scores: np.ndarray, threshold: float, keep_all_if_none: bool = True) -> np.ndarray:
@@ -115,6 +129,5 @@ def confident(scores: np.ndarray, threshold: float, keep_all_if_none: bool = Tru
 def select_matches(every: dict, index: np.ndarray) -> dict:
     """The rows ``index`` of a detector-free result (keypoints0/1 (M, 2), scores (M,)), with
     matches (K, 2) = (i, i) renumbered."""
-    n = len(index)
     return {"keypoints0": every["keypoints0"][index], "keypoints1": every["keypoints1"][index],
-            "matches": np.stack([np.arange(n), np.arange(n)], 1).astype(np.int64), "scores": every["scores"][index]}
+            "matches": _diagonal(len(index)), "scores": every["scores"][index]}

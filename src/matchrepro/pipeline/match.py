@@ -152,15 +152,14 @@ def _rethreshold(spec: dict, pairs, out, base) -> None:
     bit, to running the network at this threshold; refuses a base made with another network,
     dataset or resize rule."""
     from matchrepro.config import network_of
-    from matchrepro.matchers.patch2pix import confident, select_matches
+    from matchrepro.matchers.patch2pix import confident, select_matches, selection
 
     method = spec["method"]
     key = f"methods.{method['name']}.from_cache_of"
     if base is None:
         raise ConfigError(f"{key}: needs the predictions cache of {method['from_cache_of']} (--base)")
-    threshold = method["matcher"]["threshold"]
-    threshold = 0.5 if threshold is None else threshold
-    keep_all = not method.get("refines") or (method["matcher"].get("refine_fallback") or "all") == "all"
+    threshold, refine_keeps_all = selection(method)
+    keep_all = refine_keeps_all if method.get("refines") else True  # matching keeps all, as released
     n_matches = []
     with contextlib.ExitStack() as stack:
         fb = stack.enter_context(h5py.File(base, "r"))
